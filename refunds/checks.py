@@ -1,0 +1,43 @@
+"""System checks: a missing Stripe setting fails loudly at startup, not at the first refund.
+
+In production (DEBUG off) a missing or malformed setting is an Error that stops every
+management command and the server; in development it is a warning printed by each command,
+so `migrate` still works on a fresh clone before Stripe is configured.
+"""
+
+from django.conf import settings
+from django.core.checks import Error, Warning, register
+
+
+@register("refunds")
+def check_stripe_settings(app_configs, **kwargs):
+    Problem = Warning if settings.DEBUG else Error
+    problems = []
+    key = settings.STRIPE_SECRET_KEY
+    if not key:
+        problems.append(Problem(
+            "STRIPE_SECRET_KEY is not set.",
+            hint="Set the STRIPE_SECRET_KEY environment variable to your Stripe secret key "
+                 "(sk_test_… or sk_live_…, or a restricted rk_… key).",
+            id=f"refunds.{Problem.__name__[0]}001",
+        ))
+    elif not key.startswith(("sk_", "rk_")):
+        problems.append(Problem(
+            "STRIPE_SECRET_KEY does not look like a Stripe secret key.",
+            hint="Secret keys start with sk_test_, sk_live_, rk_test_ or rk_live_; publishable keys (pk_…) cannot refund.",
+            id=f"refunds.{Problem.__name__[0]}002",
+        ))
+    if not settings.STRIPE_WEBHOOK_SECRET:
+        problems.append(Problem(
+            "STRIPE_WEBHOOK_SECRET is not set.",
+            hint="Set STRIPE_WEBHOOK_SECRET to the signing secret (whsec_…) of the webhook "
+                 "endpoint that points at /stripe/webhook/.",
+            id=f"refunds.{Problem.__name__[0]}003",
+        ))
+    if key.startswith(("sk_live_", "rk_live_")) and settings.STRIPE_API_BASE:
+        problems.append(Warning(
+            "A live Stripe key is sent to STRIPE_API_BASE instead of Stripe.",
+            hint=f"STRIPE_API_BASE is {settings.STRIPE_API_BASE!r}; unset it in production.",
+            id="refunds.W010",
+        ))
+    return problems

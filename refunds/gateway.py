@@ -1,0 +1,202 @@
+"""The one door to Stripe: the only module that imports `stripe`.
+
+It returns plain values (`StripeRefund`) and raises the project's own exceptions, so the rest
+of the code, and the tests, never touch the SDK. Tests replace these functions at this boundary.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import json
+from dataclasses import dataclass, field
+
+import stripe
+from django.conf import settings
+
+from .exceptions import StripeFinalError, StripeRetryableError
+
+# Stripe metadata values hold at most 500 characters: long item id lists are split over keys.
+# https://docs.stripe.com/metadata#data
+METADATA_VALUE_LIMIT = 500
+METADATA_MAX_ITEM_KEYS = 40
+
+
+@dataclass(frozen=True)
+class StripeRefund:
+    id: str
+    status: str
+    amount: int
+    currency: str
+    payment_intent: str | None
+    created: dt.datetime
+    failure_reason: str = ""
+    metadata: dict = field(default_factory=dict)
+
+    @property
+    def oms_refund_id(self) -> int | None:
+        value = self.metadata.get("oms_refund_id")
+        return int(value) if value and str(value).isdigit() else None
+
+    @classmethod
+    def from_stripe(cls, obj) -> StripeRefund:
+        data = obj if isinstance(obj, dict) else obj.to_dict()
+        return cls(
+            id=data["id"],
+            status=data.get("status") or "pending",
+            amount=int(data.get("amount") or 0),
+            currency=data.get("currency") or "",
+            payment_intent=_id_of(data.get("payment_intent")),
+            created=dt.datetime.fromtimestamp(int(data.get("created") or 0), tz=dt.timezone.utc),
+            failure_reason=data.get("failure_reason") or "",
+            metadata=dict(data.get("metadata") or {}),
+        )
+
+
+def _id_of(value) -> str | None:
+    if isinstance(value, dict):
+        return value.get("id")
+    return value
+
+
+def refund_metadata(*, order_reference: str, refund_id: int, idempotency_key: str, item_ids: list[int]) -> dict:
+    """Metadata that lets a webhook or a later lookup find our refund without its Stripe id."""
+    metadata = {
+        "order_reference": order_reference,
+        "oms_refund_id": str(refund_id),
+        "oms_idempotency_key": idempotency_key,
+    }
+    chunks, current = [], ""
+    for item_id in item_ids:
+        piece = str(item_id) if not current else f",{item_id}"
+        if len(current) + len(piece) > METADATA_VALUE_LIMIT:
+            chunks.append(current)
+            current = str(item_id)
+        else:
+            current += piece
+    if current:
+        chunks.append(current)
+    for index, chunk in enumerate(chunks[:METADATA_MAX_ITEM_KEYS]):
+        metadata["oms_item_ids" if index == 0 else f"oms_item_ids_{index}"] = chunk
+    return metadata
+
+
+@functools.cache
+def _client_for(api_key: str, api_base: str, api_version: str, timeout: float) -> stripe.StripeClient:
+    return stripe.StripeClient(
+        api_key,
+        stripe_version=api_version,
+        base_addresses={"api": api_base} if api_base else None,
+        # Retries belong to Celery (with backoff and the same idempotency key), not the SDK.
+        max_network_retries=0,
+        http_client=stripe.RequestsClient(timeout=timeout),
+    )
+
+
+def client() -> stripe.StripeClient:
+    return _client_for(
+        settings.STRIPE_SECRET_KEY,
+        settings.STRIPE_API_BASE,
+        settings.STRIPE_API_VERSION,
+        settings.STRIPE_TIMEOUT_SECONDS,
+    )
+
+
+RETRYABLE_ERRORS = (stripe.APIConnectionError, stripe.RateLimitError, stripe.IdempotencyError, stripe.APIError)
+
+
+def _translate(error: stripe.StripeError) -> Exception:
+    """Map Stripe's errors onto ours: https://docs.stripe.com/error-handling"""
+    message = getattr(error, "user_message", None) or str(error) or error.__class__.__name__
+    code = getattr(error, "code", None) or ""
+    status = getattr(error, "http_status", None)
+    # A timeout reaches us as APIConnectionError; 409 is "idempotency key in use" by a request
+    # still in flight, which answers the same once that one finishes.
+    retryable = isinstance(error, RETRYABLE_ERRORS) or (status or 0) >= 500 or status in (409, 429)
+    kind = StripeRetryableError if retryable else StripeFinalError
+    return kind(message, code=code, http_status=status)
+
+
+def _call(fn, *args, **kwargs):
+    try:
+        return fn(*args, **kwargs)
+    except stripe.StripeError as error:
+        raise _translate(error) from error
+
+
+def create_refund(
+    *,
+    payment_intent: str,
+    amount: int,
+    idempotency_key: str,
+    metadata: dict,
+    reason: str = "",
+) -> StripeRefund:
+    params = {"payment_intent": payment_intent, "amount": amount, "metadata": metadata}
+    if reason:
+        # Sent only when chosen: localstripe answers 400 to any parameter it does not know.
+        params["reason"] = reason
+    refund = _call(client().v1.refunds.create, params, {"idempotency_key": idempotency_key})
+    return StripeRefund.from_stripe(refund)
+
+
+def retrieve_refund(stripe_refund_id: str) -> StripeRefund:
+    return StripeRefund.from_stripe(_call(client().v1.refunds.retrieve, stripe_refund_id))
+
+
+def list_refunds(*, payment_intent: str) -> list[StripeRefund]:
+    """Every refund Stripe holds for a PaymentIntent, across pages."""
+    refunds, params = [], {"payment_intent": payment_intent, "limit": 100}
+    while True:
+        page = _call(client().v1.refunds.list, params)
+        batch = [StripeRefund.from_stripe(obj) for obj in page.data]
+        refunds.extend(batch)
+        if not page.has_more or not batch:
+            return refunds
+        params = {**params, "starting_after": batch[-1].id}
+
+
+def find_refund(*, payment_intent: str, idempotency_key: str) -> StripeRefund | None:
+    """Our refund at Stripe, found by the metadata we sent with it (Stripe has no refund search)."""
+    for refund in list_refunds(payment_intent=payment_intent):
+        if refund.metadata.get("oms_idempotency_key") == idempotency_key:
+            return refund
+    return None
+
+
+def create_paid_payment_intent(*, amount: int, currency: str, metadata: dict | None = None) -> str:
+    """A PaymentIntent paid with Stripe's test card; for the demo seed and integration tests."""
+    intent = _call(
+        client().v1.payment_intents.create,
+        {
+            "amount": amount,
+            "currency": currency,
+            "payment_method": "pm_card_visa",
+            "payment_method_types": ["card"],
+            "confirm": True,
+            "metadata": metadata or {},
+        },
+    )
+    return intent.id
+
+
+def construct_event(payload: bytes, signature_header: str, secret: str, tolerance: int) -> dict:
+    """Verify `Stripe-Signature` over the raw body and return the event as a plain dict.
+
+    Raises ValueError for a body that is not a JSON Stripe event, and `InvalidSignature`
+    for a bad signature or a timestamp outside the tolerance.
+    """
+    try:
+        stripe.WebhookSignature.verify_header(payload.decode("utf-8"), signature_header, secret, tolerance)
+    except stripe.SignatureVerificationError as error:
+        raise InvalidSignature(str(error)) from error
+    except UnicodeDecodeError as error:
+        raise ValueError("body is not UTF-8") from error
+    event = json.loads(payload)
+    if not isinstance(event, dict) or event.get("object") != "event" or not event.get("id") or not event.get("type"):
+        raise ValueError("body is not a Stripe event")
+    return event
+
+
+class InvalidSignature(Exception):
+    pass

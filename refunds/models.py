@@ -1,0 +1,238 @@
+"""The refund part of the OMS: orders, their items' refund process, refunds and Stripe events.
+
+Amounts are integers in the currency's minor unit (Stripe's `amount`); currencies are the
+lower-case ISO codes Stripe uses.
+"""
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+from django_fsm import FSMField, FSMModelMixin, transition
+
+from .money import format_money
+
+
+class ItemState(models.TextChoices):
+    PAYMENT_CAPTURED = "payment_captured", "payment captured"
+    PAYMENT_REFUND_PENDING = "payment_refund_pending", "payment refund pending"
+    PAYMENT_REFUND_SUCCEEDED = "payment_refund_succeeded", "payment refund succeeded"
+    PAYMENT_REFUND_FAILED = "payment_refund_failed", "payment refund failed"
+    PAYMENT_REFUNDED = "payment_refunded", "payment refunded"
+
+
+# States in which an item may be (re-)refunded from the Back Office.
+REFUNDABLE_STATES = (ItemState.PAYMENT_CAPTURED, ItemState.PAYMENT_REFUND_FAILED)
+# States in which an item counts as refunded or on its way, for the shipping rule.
+UNREFUNDABLE_AGAIN_STATES = (
+    ItemState.PAYMENT_REFUND_PENDING,
+    ItemState.PAYMENT_REFUND_SUCCEEDED,
+    ItemState.PAYMENT_REFUNDED,
+)
+
+
+class Order(models.Model):
+    reference = models.CharField(max_length=64, unique=True)
+    customer_email = models.EmailField(blank=True)
+    currency = models.CharField(max_length=3, help_text="Lower-case ISO code, as Stripe uses it.")
+    stripe_payment_intent_id = models.CharField(
+        "Stripe PaymentIntent", max_length=255, blank=True, db_index=True,
+        help_text="Empty while the order is unpaid.",
+    )
+    shipping_amount = models.PositiveBigIntegerField(default=0, help_text="Minor units (cents).")
+    amount_captured = models.PositiveBigIntegerField(
+        null=True, blank=True,
+        help_text="Minor units captured by Stripe; empty means the items plus shipping.",
+    )
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+
+    def __str__(self):
+        return self.reference
+
+    @property
+    def is_paid(self) -> bool:
+        return bool(self.stripe_payment_intent_id)
+
+    def money(self, amount: int) -> str:
+        return format_money(amount, self.currency)
+
+
+class OrderItem(FSMModelMixin, models.Model):
+    order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="items")
+    sku = models.CharField(max_length=64)
+    name = models.CharField(max_length=255)
+    amount = models.PositiveBigIntegerField(help_text="Refundable gross amount, minor units (cents).")
+    state = FSMField(
+        default=ItemState.PAYMENT_CAPTURED, choices=ItemState.choices, protected=True, db_index=True
+    )
+    state_changed_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["order_id", "pk"]
+        permissions = [
+            ("refund_orderitem", "Can refund order items"),
+            ("confirm_refund_orderitem", "Can confirm a refund before the settlement period ends"),
+        ]
+
+    def __str__(self):
+        return f"{self.order.reference} / {self.sku}" if self.order_id else self.sku
+
+    # Transitions change fields only: no Stripe call, no task, no save. Services lock the
+    # rows, run these in memory, then write (DESIGN.md §1).
+    def _entered_state(self):
+        self.state_changed_at = timezone.now()
+
+    @transition(field=state, source=list(REFUNDABLE_STATES), target=ItemState.PAYMENT_REFUND_PENDING)
+    def start_refund(self):
+        self._entered_state()
+
+    @transition(
+        field=state,
+        source=[ItemState.PAYMENT_REFUND_PENDING, ItemState.PAYMENT_REFUND_FAILED],
+        target=ItemState.PAYMENT_REFUND_SUCCEEDED,
+    )
+    def refund_succeeded(self):
+        self._entered_state()
+
+    @transition(
+        field=state,
+        source=[
+            ItemState.PAYMENT_REFUND_PENDING,
+            ItemState.PAYMENT_REFUND_SUCCEEDED,
+            ItemState.PAYMENT_REFUNDED,
+        ],
+        target=ItemState.PAYMENT_REFUND_FAILED,
+    )
+    def refund_failed(self):
+        self._entered_state()
+
+    @transition(field=state, source=ItemState.PAYMENT_REFUND_SUCCEEDED, target=ItemState.PAYMENT_REFUNDED)
+    def confirm_refund(self):
+        self._entered_state()
+
+    @property
+    def state_label(self) -> str:
+        return ItemState(self.state).label
+
+
+class RefundStatus(models.TextChoices):
+    QUEUED = "queued", "queued (not yet sent to Stripe)"
+    PENDING = "pending", "pending at Stripe"
+    REQUIRES_ACTION = "requires_action", "requires action"
+    SUCCEEDED = "succeeded", "succeeded"
+    FAILED = "failed", "failed"
+    CANCELED = "canceled", "canceled"
+
+
+# Refunds whose money is gone or on its way: they count against what may still be refunded.
+LIVE_REFUND_STATUSES = (
+    RefundStatus.QUEUED,
+    RefundStatus.PENDING,
+    RefundStatus.REQUIRES_ACTION,
+    RefundStatus.SUCCEEDED,
+)
+
+
+class RefundOrigin(models.TextChoices):
+    BACK_OFFICE = "back_office", "Back Office"
+    STRIPE_DASHBOARD = "stripe_dashboard", "outside this system (Stripe Dashboard)"
+
+
+class RefundReason(models.TextChoices):
+    """Stripe's refund `reason` values: https://docs.stripe.com/api/refunds/create#create_refund-reason"""
+
+    REQUESTED_BY_CUSTOMER = "requested_by_customer", "requested by customer"
+    DUPLICATE = "duplicate", "duplicate"
+    FRAUDULENT = "fraudulent", "fraudulent"
+
+
+def new_idempotency_key() -> str:
+    # Random, not the row id alone: ids repeat after a database reset, and Stripe keeps keys
+    # per account for 24 hours, so "refund-1" from yesterday's test run must not match today's.
+    return f"oms-refund-{uuid.uuid4().hex}"
+
+
+class Refund(models.Model):
+    order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="refunds")
+    items = models.ManyToManyField(OrderItem, related_name="refunds", blank=True)
+    amount = models.PositiveBigIntegerField(help_text="Minor units (cents), items plus shipping.")
+    shipping_amount = models.PositiveBigIntegerField(default=0, help_text="The part of `amount` that is shipping.")
+    currency = models.CharField(max_length=3)
+    origin = models.CharField(max_length=20, choices=RefundOrigin.choices, default=RefundOrigin.BACK_OFFICE)
+    stripe_refund_id = models.CharField(max_length=255, unique=True, null=True, blank=True)
+    idempotency_key = models.CharField(max_length=255, unique=True, default=new_idempotency_key)
+    status = models.CharField(max_length=20, choices=RefundStatus.choices, default=RefundStatus.QUEUED, db_index=True)
+    failure_reason = models.CharField(max_length=255, blank=True)
+    reason = models.CharField(max_length=32, choices=RefundReason.choices, blank=True)
+    note = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    submit_attempts = models.PositiveIntegerField(default=0)
+    last_submitted_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    # `created` of the newest Stripe event applied to this refund: an older event changes nothing.
+    stripe_event_created_at = models.DateTimeField(null=True, blank=True)
+    status_changed_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gt=0), name="refund_amount_positive"),
+        ]
+
+    def __str__(self):
+        return self.stripe_refund_id or f"refund #{self.pk}"
+
+    @property
+    def is_live(self) -> bool:
+        return self.status in LIVE_REFUND_STATUSES
+
+    @property
+    def amount_display(self) -> str:
+        return format_money(self.amount, self.currency)
+
+
+class ItemTransition(models.Model):
+    """The audit log: one row per transition of one item, who fired it and for which refund."""
+
+    item = models.ForeignKey(OrderItem, on_delete=models.CASCADE, related_name="transitions")
+    refund = models.ForeignKey(Refund, null=True, blank=True, on_delete=models.SET_NULL, related_name="transitions")
+    transition = models.CharField(max_length=32)
+    from_state = models.CharField(max_length=32, choices=ItemState.choices)
+    to_state = models.CharField(max_length=32, choices=ItemState.choices)
+    at = models.DateTimeField(default=timezone.now, db_index=True)
+    by_user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    by = models.CharField(max_length=255, help_text='A user name, "Stripe event evt_…" or "settlement timeout".')
+
+    class Meta:
+        ordering = ["at", "pk"]
+
+    def __str__(self):
+        return f"{self.item_id}: {self.from_state} → {self.to_state} by {self.by}"
+
+
+class StripeEvent(models.Model):
+    """Every event Stripe sent, stored before it is applied (see refunds.webhooks)."""
+
+    stripe_event_id = models.CharField(max_length=255, unique=True)
+    type = models.CharField(max_length=255, db_index=True)
+    payload = models.JSONField()
+    received_at = models.DateTimeField(default=timezone.now, db_index=True)
+    processed_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    refund = models.ForeignKey(Refund, null=True, blank=True, on_delete=models.SET_NULL, related_name="events")
+
+    class Meta:
+        ordering = ["-received_at", "-pk"]
+
+    def __str__(self):
+        return f"{self.stripe_event_id} ({self.type})"

@@ -1,0 +1,150 @@
+"""What a refund request would do, order by order: pure rules over rows already read.
+
+`request_refund` applies these rules to rows it holds locked; the Back Office confirmation
+page shows the same plan before anything is written, so both always agree.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from django.db.models import Sum
+
+from .models import (
+    LIVE_REFUND_STATUSES,
+    REFUNDABLE_STATES,
+    UNREFUNDABLE_AGAIN_STATES,
+    Order,
+    OrderItem,
+    Refund,
+)
+from .money import format_money, is_known_currency
+
+
+@dataclass
+class BlockedItem:
+    item: OrderItem
+    reason: str
+
+
+@dataclass
+class RefundPlan:
+    """The refund one order would get from a selection of its items."""
+
+    order: Order
+    items: list[OrderItem] = field(default_factory=list)
+    blocked: list[BlockedItem] = field(default_factory=list)
+    shipping_amount: int = 0
+    captured: int = 0
+    committed: int = 0  # refunded or in flight already, Stripe Dashboard refunds included
+    problems: list[str] = field(default_factory=list)  # order-level reasons nothing can be refunded
+
+    @property
+    def items_amount(self) -> int:
+        return sum(item.amount for item in self.items)
+
+    @property
+    def amount(self) -> int:
+        return self.items_amount + self.shipping_amount
+
+    @property
+    def available(self) -> int:
+        return max(self.captured - self.committed, 0)
+
+    @property
+    def can_refund(self) -> bool:
+        return bool(self.items) and not self.problems
+
+    def money(self, amount: int) -> str:
+        return format_money(amount, self.order.currency)
+
+
+def captured_amount(order: Order, items: list[OrderItem]) -> int:
+    if order.amount_captured is not None:
+        return order.amount_captured
+    return sum(item.amount for item in items) + order.shipping_amount
+
+
+def plan_refunds(*, orders: list[Order], items: list[OrderItem], selected_ids: set[int]) -> list[RefundPlan]:
+    """One plan per order that has a selected item. `items` are *all* items of `orders`.
+
+    Reads the orders' refunds in three queries, whatever the number of orders and items.
+    """
+    order_ids = [order.pk for order in orders]
+    items_by_order: dict[int, list[OrderItem]] = defaultdict(list)
+    for item in items:
+        items_by_order[item.order_id].append(item)
+
+    live = Refund.objects.filter(order_id__in=order_ids, status__in=LIVE_REFUND_STATUSES)
+    committed = dict(live.values_list("order_id").annotate(total=Sum("amount")).order_by())
+    shipping_taken = set(live.filter(shipping_amount__gt=0).values_list("order_id", flat=True))
+    items_in_live_refund = dict(
+        Refund.items.through.objects.filter(refund__in=live).values_list("orderitem_id", "refund_id")
+    )
+
+    plans = []
+    for order in orders:
+        order_items = items_by_order[order.pk]
+        selected = [item for item in order_items if item.pk in selected_ids]
+        if not selected:
+            continue
+        plan = RefundPlan(
+            order=order,
+            captured=captured_amount(order, order_items),
+            committed=committed.get(order.pk, 0),
+        )
+        for item in selected:
+            reason = _why_not_refundable(item, items_in_live_refund.get(item.pk))
+            if reason:
+                plan.blocked.append(BlockedItem(item, reason))
+            else:
+                plan.items.append(item)
+
+        # The shipping expense goes with the refund that leaves no item unrefunded, once;
+        # a failed refund gives it back, so its retry carries it again (DESIGN.md §2).
+        refunding = {item.pk for item in plan.items}
+        others_done = all(
+            item.state in UNREFUNDABLE_AGAIN_STATES for item in order_items if item.pk not in refunding
+        )
+        if plan.items and others_done and order.pk not in shipping_taken:
+            plan.shipping_amount = order.shipping_amount
+
+        plan.problems = _order_problems(plan)
+        plans.append(plan)
+    return plans
+
+
+def _why_not_refundable(item: OrderItem, live_refund_id: int | None) -> str:
+    if item.state not in REFUNDABLE_STATES:
+        return f"it is {item.state_label}"
+    if live_refund_id is not None:
+        return f"it is part of refund #{live_refund_id}, which is still in progress"
+    return ""
+
+
+def _order_problems(plan: RefundPlan) -> list[str]:
+    order = plan.order
+    if not order.is_paid:
+        return [f"Order {order.reference} is not paid (it has no Stripe PaymentIntent), so nothing can be refunded."]
+    if not is_known_currency(order.currency):
+        return [f"Order {order.reference} has an unknown currency {order.currency!r}; fix the order before refunding."]
+    if not plan.items:
+        return []
+    if plan.amount <= 0:
+        return [f"The selected items of order {order.reference} add up to {plan.money(0)}; there is nothing to refund."]
+    if plan.amount > plan.available:
+        return [
+            f"A refund of {plan.money(plan.amount)} for order {order.reference} would exceed what may still be "
+            f"refunded: {plan.money(plan.available)} of {plan.money(plan.captured)} captured "
+            f"({plan.money(plan.committed)} refunded or in flight)."
+        ]
+    return []
+
+
+def preview_refunds(items) -> list[RefundPlan]:
+    """The plans for a selection, without locks: what a confirmation page shows."""
+    selected_ids = {item.pk for item in items}
+    orders = list(Order.objects.filter(items__pk__in=selected_ids).distinct().order_by("reference"))
+    all_items = list(OrderItem.objects.filter(order__in=orders).select_related("order").order_by("pk"))
+    return plan_refunds(orders=orders, items=all_items, selected_ids=selected_ids)

@@ -1,0 +1,165 @@
+"""Settings for the refunds OMS, configured from the environment.
+
+Every variable has an embedded default so a fresh clone runs on SQLite with no broker
+server; production sets them (see README, "Production").
+"""
+
+import os
+from datetime import timedelta
+from pathlib import Path
+
+import dj_database_url
+from celery.schedules import crontab
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(os.environ.get("REFUNDS_VAR_DIR", BASE_DIR / "var"))
+VAR_DIR.mkdir(parents=True, exist_ok=True)
+
+
+def env_bool(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def env_list(name: str, default: str) -> list[str]:
+    return [part.strip() for part in os.environ.get(name, default).split(",") if part.strip()]
+
+
+DEBUG = env_bool("DJANGO_DEBUG", True)
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "insecure-dev-key-change-me-in-production")
+ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver")
+CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", "")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_celery_beat",
+    "refunds",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "refunds_project.urls"
+WSGI_APPLICATION = "refunds_project.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": dj_database_url.parse(
+        os.environ.get("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
+        conn_max_age=int(os.environ.get("DATABASE_CONN_MAX_AGE", "0")),
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # A file, not ":memory:", so a Celery worker started by a test sees the test database.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-db.sqlite3")}
+    # BEGIN IMMEDIATE: a transaction takes SQLite's write lock when it starts, so the
+    # read-check-write of a refund request is serialized (SQLite ignores select_for_update).
+    # Writers wait for each other instead of failing at once with "database is locked".
+    DATABASES["default"].setdefault("OPTIONS", {}).update(transaction_mode="IMMEDIATE", timeout=20)
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "loggers": {"refunds": {"handlers": ["console"], "level": os.environ.get("REFUNDS_LOG_LEVEL", "INFO")}},
+}
+
+# --- Stripe -------------------------------------------------------------------------------
+STRIPE_SECRET_KEY = os.environ.get("STRIPE_SECRET_KEY", "")
+STRIPE_WEBHOOK_SECRET = os.environ.get("STRIPE_WEBHOOK_SECRET", "")
+# Base URL of a Stripe emulator such as localstripe ("http://127.0.0.1:8420"); empty for Stripe.
+STRIPE_API_BASE = os.environ.get("STRIPE_API_BASE", "")
+# Pinned so a Stripe account upgrade cannot change the shape of what we read.
+STRIPE_API_VERSION = os.environ.get("STRIPE_API_VERSION", "2026-10-28.endive")
+STRIPE_TIMEOUT_SECONDS = float(os.environ.get("STRIPE_TIMEOUT_SECONDS", "30"))
+STRIPE_WEBHOOK_TOLERANCE_SECONDS = 300
+
+# --- Refund process -----------------------------------------------------------------------
+REFUND_SETTLEMENT_DAYS = float(os.environ.get("REFUND_SETTLEMENT_DAYS", "7"))
+REFUND_SETTLEMENT_PERIOD = timedelta(days=REFUND_SETTLEMENT_DAYS)
+# A refund still "queued" this long after its creation is submitted again by reconcile_refunds.
+REFUND_RECONCILE_QUEUED_AFTER = timedelta(minutes=float(os.environ.get("REFUND_RECONCILE_QUEUED_AFTER_MINUTES", "5")))
+# A refund "pending" at Stripe this long is fetched from Stripe by reconcile_refunds.
+REFUND_RECONCILE_PENDING_AFTER = timedelta(minutes=float(os.environ.get("REFUND_RECONCILE_PENDING_AFTER_MINUTES", "60")))
+# Stripe keeps an idempotency key for 24 hours; older ones are looked up by metadata first.
+STRIPE_IDEMPOTENCY_KEY_TTL = timedelta(hours=24)
+
+# --- Celery -------------------------------------------------------------------------------
+# Embedded default: Kombu's filesystem transport, a broker that needs no server.
+CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "filesystem://")
+if CELERY_BROKER_URL.startswith("filesystem://"):
+    _queue_dir = VAR_DIR / "celery-broker"
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_queue_dir),
+        "data_folder_out": str(_queue_dir),
+        "processed_folder": str(VAR_DIR / "celery-processed"),
+        "store_processed": False,
+    }
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
+CELERY_TASK_EAGER_PROPAGATES = True
+# A task is acknowledged after it ran, so a worker that dies mid-task hands it to another.
+CELERY_TASK_ACKS_LATE = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TIMEZONE = TIME_ZONE
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+REFUND_JOBS_EVERY_MINUTES = int(os.environ.get("REFUND_JOBS_EVERY_MINUTES", "15"))
+CELERY_BEAT_SCHEDULE = {
+    "finalize-refunds": {
+        "task": "refunds.tasks.finalize_refunds",
+        "schedule": crontab(minute=f"*/{REFUND_JOBS_EVERY_MINUTES}"),
+    },
+    "reconcile-refunds": {
+        "task": "refunds.tasks.reconcile_refunds",
+        "schedule": crontab(minute=f"*/{REFUND_JOBS_EVERY_MINUTES}"),
+    },
+}
+
+# --- Production hardening (on when DJANGO_DEBUG is off) --------------------------------------
+if not DEBUG:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", True)
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = int(os.environ.get("DJANGO_SECURE_HSTS_SECONDS", "31536000"))
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True

@@ -1,0 +1,77 @@
+"""A Stripe stand-in at our own boundary (refunds.gateway), never inside the SDK."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import replace
+
+from django.utils import timezone
+
+from refunds.gateway import StripeRefund
+
+
+class WorkerDied(Exception):
+    """Stands for a process killed between Stripe's answer and our commit."""
+
+
+class FakeStripe:
+    def __init__(self, *, honours_idempotency_keys: bool = True):
+        self.honours_idempotency_keys = honours_idempotency_keys
+        self.refunds: dict[str, StripeRefund] = {}
+        self.by_key: dict[str, str] = {}
+        self.create_calls: list[dict] = []
+        self.errors: list[Exception] = []  # raised, in order, by the next create calls
+        self.die_after_create = False
+        self.next_status = "succeeded"
+        self.next_failure_reason = ""
+        self._ids = itertools.count(1)
+
+    # --- the gateway's functions -------------------------------------------------------
+    def create_refund(self, *, payment_intent, amount, idempotency_key, metadata, reason=""):
+        self.create_calls.append(
+            {"payment_intent": payment_intent, "amount": amount, "idempotency_key": idempotency_key,
+             "metadata": metadata, "reason": reason}
+        )
+        if self.errors:
+            raise self.errors.pop(0)
+        if self.honours_idempotency_keys and idempotency_key in self.by_key:
+            return self.refunds[self.by_key[idempotency_key]]
+        refund = StripeRefund(
+            id=f"re_fake{next(self._ids):06d}",
+            status=self.next_status,
+            amount=amount,
+            currency="eur",
+            payment_intent=payment_intent,
+            created=timezone.now(),
+            failure_reason=self.next_failure_reason,
+            metadata=dict(metadata),
+        )
+        self.refunds[refund.id] = refund
+        self.by_key[idempotency_key] = refund.id
+        if self.die_after_create:
+            self.die_after_create = False
+            raise WorkerDied("worker killed after Stripe answered")
+        return refund
+
+    def retrieve_refund(self, stripe_refund_id):
+        return self.refunds[stripe_refund_id]
+
+    def list_refunds(self, *, payment_intent):
+        return [r for r in self.refunds.values() if r.payment_intent == payment_intent]
+
+    def find_refund(self, *, payment_intent, idempotency_key):
+        for refund in self.list_refunds(payment_intent=payment_intent):
+            if refund.metadata.get("oms_idempotency_key") == idempotency_key:
+                return refund
+        return None
+
+    # --- test controls -----------------------------------------------------------------
+    def set_status(self, stripe_refund_id, status, failure_reason=""):
+        self.refunds[stripe_refund_id] = replace(
+            self.refunds[stripe_refund_id], status=status, failure_reason=failure_reason
+        )
+        return self.refunds[stripe_refund_id]
+
+    @property
+    def refund_count(self) -> int:
+        return len(self.refunds)

@@ -18,7 +18,7 @@ from django_fsm import can_proceed
 from . import gateway
 from .exceptions import NothingToRefund, OrderNotRefundable, RefundError, StripeFinalError, StripeRetryableError
 from .gateway import StripeRefund
-from .models import REFUNDABLE_STATES, Order, OrderItem, Refund, RefundOrigin, RefundReason, RefundStatus
+from .models import REFUNDABLE_STATES, ItemState, Order, OrderItem, Refund, RefundOrigin, RefundReason, RefundStatus
 from .planning import plan_refunds
 from .transitions import Actor, transition_items
 
@@ -119,17 +119,22 @@ def apply_refund_status(*, refund: Refund, status: str, by: Actor, failure_reaso
         if transition is None or refund.origin != RefundOrigin.BACK_OFFICE:
             return []
         items = list(OrderItem.objects.select_for_update().filter(refunds=refund).order_by("pk"))
-        latest = dict(
-            Refund.items.through.objects.filter(orderitem__in=items)
-            .values_list("orderitem_id")
-            .annotate(latest=Max("refund_id"))
-            .order_by()
-        )
+        latest = latest_refund_ids([item.pk for item in items])
         movable = [
             item for item in items
             if latest.get(item.pk) == refund.pk and _can_fire(item, transition)
         ]
         return transition_items(movable, transition, by=by, refund=refund)
+
+
+def latest_refund_ids(item_ids: list[int]) -> dict[int, int]:
+    """Each item's newest refund id, in one query (ids grow with creation)."""
+    return dict(
+        Refund.items.through.objects.filter(orderitem_id__in=item_ids)
+        .values_list("orderitem_id")
+        .annotate(latest=Max("refund_id"))
+        .order_by()
+    )
 
 
 def _can_fire(item: OrderItem, transition: str) -> bool:
@@ -214,6 +219,48 @@ def _fail_refund(refund_id: int, error: StripeFinalError) -> Refund:
         )
     logger.error("refund %s refused by Stripe: %s", refund_id, error.message)
     return refund
+
+
+def sync_refund_from_stripe(*, refund_id: int, by: Actor) -> Refund:
+    """Ask Stripe what became of a refund and apply it ("Check status with Stripe", reconciliation).
+
+    A refund Stripe has no id for yet is looked up by its metadata; one Stripe does not know
+    is left as it is.
+    """
+    with transaction.atomic():
+        refund = Refund.objects.select_for_update().select_related("order").get(pk=refund_id)
+        if refund.stripe_refund_id:
+            answer = gateway.retrieve_refund(refund.stripe_refund_id)
+        else:
+            answer = gateway.find_refund(
+                payment_intent=refund.order.stripe_payment_intent_id, idempotency_key=refund.idempotency_key
+            )
+        if answer is not None:
+            record_stripe_refund(refund=refund, stripe_refund=answer, by=by)
+    return refund
+
+
+def confirm_refund_now(*, items: Iterable[OrderItem | int], user) -> list[OrderItem]:
+    """A Back Office user confirms succeeded refunds before the settlement period ends."""
+    item_ids = {item if isinstance(item, int) else item.pk for item in items}
+    if not item_ids:
+        raise NothingToRefund("Select at least one item to confirm.")
+    actor = Actor.of_user(user)
+    with transaction.atomic():
+        locked = list(OrderItem.objects.select_for_update().filter(pk__in=item_ids).select_related("order").order_by("pk"))
+        wrong = [item for item in locked if item.state != ItemState.PAYMENT_REFUND_SUCCEEDED]
+        if wrong:
+            raise OrderNotRefundable(" ".join(
+                f"{item} cannot be confirmed: it is {item.state_label}, not payment refund succeeded." for item in wrong
+            ))
+        latest = latest_refund_ids([item.pk for item in locked])
+        by_refund: dict[int | None, list[OrderItem]] = {}
+        for item in locked:
+            by_refund.setdefault(latest.get(item.pk), []).append(item)
+        refunds = Refund.objects.in_bulk([pk for pk in by_refund if pk is not None])
+        for refund_id, group in by_refund.items():
+            transition_items(group, "confirm_refund", by=actor, refund=refunds.get(refund_id))
+    return locked
 
 
 def refundable_items(order: Order):

@@ -180,6 +180,9 @@ class Refund(models.Model):
     # `created` of the newest Stripe event applied to this refund: an older event changes nothing.
     stripe_event_created_at = models.DateTimeField(null=True, blank=True)
     status_changed_at = models.DateTimeField(default=timezone.now)
+    # Set by reconcile_refunds each time it asks Stripe about a stale pending refund, so that
+    # refunds staying pending for days take turns instead of the oldest ones filling every run.
+    last_reconciled_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-pk"]

@@ -8,7 +8,7 @@ the items' row locks (`select_for_update`) inside `transaction.atomic()`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -49,9 +49,18 @@ class Actor:
 
 
 def run_transition(
-    items: Iterable[OrderItem], transition: str, *, by: Actor, refund: Refund | None = None
+    items: Iterable[OrderItem],
+    transition: str,
+    *,
+    by: Actor,
+    refund: Refund | None = None,
+    refund_of: Mapping[int, Refund | None] | None = None,
 ) -> list[ItemTransition]:
-    """Fire `transition` on every item in memory and return the audit rows, unsaved."""
+    """Fire `transition` on every item in memory and return the audit rows, unsaved.
+
+    `refund_of` (item id → refund) names each item's refund when the items belong to
+    different refunds, as in the settlement job; otherwise every row gets `refund`.
+    """
     log = []
     for item in items:
         source = item.state
@@ -59,7 +68,7 @@ def run_transition(
         log.append(
             ItemTransition(
                 item=item,
-                refund=refund,
+                refund=refund if refund_of is None else refund_of.get(item.pk),
                 transition=transition,
                 from_state=source,
                 to_state=item.state,
@@ -72,13 +81,18 @@ def run_transition(
 
 
 def transition_items(
-    items: Iterable[OrderItem], transition: str, *, by: Actor, refund: Refund | None = None
+    items: Iterable[OrderItem],
+    transition: str,
+    *,
+    by: Actor,
+    refund: Refund | None = None,
+    refund_of: Mapping[int, Refund | None] | None = None,
 ) -> list[OrderItem]:
     """Fire `transition` on every item and write the items and their audit rows in bulk."""
     items = list(items)
     if not items:
         return items
-    log = run_transition(items, transition, by=by, refund=refund)
+    log = run_transition(items, transition, by=by, refund=refund, refund_of=refund_of)
     OrderItem.objects.bulk_update(items, ["state", "state_changed_at"], batch_size=BULK_BATCH_SIZE)
     ItemTransition.objects.bulk_create(log, batch_size=BULK_BATCH_SIZE)
     return items

@@ -7,3 +7,9 @@ class RefundsConfig(AppConfig):
 
     def ready(self):
         from . import checks  # noqa: F401  (registers the system checks)
+        from django.db.models.signals import post_migrate
+
+        from .beat import seed_after_migrate
+
+        # A freshly migrated database gets the beat schedule from settings (refunds/beat.py).
+        post_migrate.connect(seed_after_migrate, sender=self, dispatch_uid="refunds.seed_beat_schedule")

@@ -122,6 +122,10 @@ REFUND_RECONCILE_QUEUED_AFTER = timedelta(minutes=float(os.environ.get("REFUND_R
 REFUND_RECONCILE_PENDING_AFTER = timedelta(minutes=float(os.environ.get("REFUND_RECONCILE_PENDING_AFTER_MINUTES", "60")))
 # Stripe keeps an idempotency key for 24 hours; older ones are looked up by metadata first.
 STRIPE_IDEMPOTENCY_KEY_TTL = timedelta(hours=24)
+# At most this many refunds of each kind (stale queued, stale pending) per reconcile_refunds run.
+REFUND_RECONCILE_LIMIT = int(os.environ.get("REFUND_RECONCILE_LIMIT", "100"))
+# Items finalized per transaction (and per row-lock batch) by finalize_refunds.
+REFUND_SETTLEMENT_BATCH_SIZE = int(os.environ.get("REFUND_SETTLEMENT_BATCH_SIZE", "1000"))
 
 # --- Celery -------------------------------------------------------------------------------
 # Embedded default: Kombu's filesystem transport, a broker that needs no server.
@@ -141,7 +145,9 @@ CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TIMEZONE = TIME_ZONE
-CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# django_celery_beat's DatabaseScheduler, except that settings only add missing jobs and never
+# overwrite what was edited in the admin (refunds/beat.py).
+CELERY_BEAT_SCHEDULER = "refunds.beat:SeededDatabaseScheduler"
 REFUND_JOBS_EVERY_MINUTES = int(os.environ.get("REFUND_JOBS_EVERY_MINUTES", "15"))
 CELERY_BEAT_SCHEDULE = {
     "finalize-refunds": {

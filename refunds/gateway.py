@@ -200,3 +200,25 @@ def construct_event(payload: bytes, signature_header: str, secret: str, toleranc
 
 class InvalidSignature(Exception):
     pass
+
+
+def sign_payload(payload: str, secret: str, *, timestamp: int | None = None) -> str:
+    """The `Stripe-Signature` header Stripe would send with `payload` (its v1 HMAC-SHA256 scheme).
+
+    For `manage.py stripe_trigger` and tests: https://docs.stripe.com/webhooks#verify-manually
+    """
+    return stripe.WebhookSignature.generate_signature_header(payload, secret, timestamp=timestamp)
+
+
+def payment_intent_exists(payment_intent_id: str) -> bool:
+    """Whether Stripe (or the emulator) knows this PaymentIntent; the demo seed checks with it
+    that its orders still match the emulator's store."""
+    try:
+        client().v1.payment_intents.retrieve(payment_intent_id)
+    except stripe.InvalidRequestError as error:
+        if error.http_status == 404:
+            return False
+        raise _translate(error) from error
+    except stripe.StripeError as error:
+        raise _translate(error) from error
+    return True

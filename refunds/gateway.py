@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import json
+import time
 from dataclasses import dataclass, field
 
 import stripe
@@ -32,6 +33,7 @@ class StripeRefund:
     created: dt.datetime
     failure_reason: str = ""
     metadata: dict = field(default_factory=dict)
+    reason: str = ""
 
     @property
     def oms_refund_id(self) -> int | None:
@@ -50,6 +52,7 @@ class StripeRefund:
             created=dt.datetime.fromtimestamp(int(data.get("created") or 0), tz=dt.timezone.utc),
             failure_reason=data.get("failure_reason") or "",
             metadata=dict(data.get("metadata") or {}),
+            reason=data.get("reason") or "",
         )
 
 
@@ -133,7 +136,7 @@ def create_refund(
     reason: str = "",
 ) -> StripeRefund:
     params = {"payment_intent": payment_intent, "amount": amount, "metadata": metadata}
-    if reason:
+    if reason and settings.STRIPE_SEND_REFUND_REASON:
         # Sent only when chosen: localstripe answers 400 to any parameter it does not know.
         params["reason"] = reason
     refund = _call(client().v1.refunds.create, params, {"idempotency_key": idempotency_key})
@@ -184,18 +187,53 @@ def construct_event(payload: bytes, signature_header: str, secret: str, toleranc
     """Verify `Stripe-Signature` over the raw body and return the event as a plain dict.
 
     Raises ValueError for a body that is not a JSON Stripe event, and `InvalidSignature`
-    for a bad signature or a timestamp outside the tolerance.
+    for a bad signature or a timestamp outside the tolerance. Any one of several `v1`
+    signatures may match: Stripe signs with the old and the new secret while one is rolled.
+    https://docs.stripe.com/webhooks#verify-manually
     """
     try:
-        stripe.WebhookSignature.verify_header(payload.decode("utf-8"), signature_header, secret, tolerance)
+        stripe.WebhookSignature.verify_header(payload, signature_header, secret, tolerance)
     except stripe.SignatureVerificationError as error:
         raise InvalidSignature(str(error)) from error
     except UnicodeDecodeError as error:
         raise ValueError("body is not UTF-8") from error
-    event = json.loads(payload)
-    if not isinstance(event, dict) or event.get("object") != "event" or not event.get("id") or not event.get("type"):
-        raise ValueError("body is not a Stripe event")
+    # The SDK only refuses timestamps too old; one too far ahead is as much a replay risk.
+    timestamp = _signature_timestamp(signature_header)
+    if tolerance and timestamp > time.time() + tolerance:
+        raise InvalidSignature(f"Timestamp in the future, outside the tolerance zone ({timestamp})")
+    try:
+        event = json.loads(payload)
+    except ValueError as error:
+        raise ValueError(f"body is not JSON: {error}") from error
+    problem = _event_shape_problem(event)
+    if problem:
+        raise ValueError(f"body is not a Stripe event: {problem}")
     return event
+
+
+def _signature_timestamp(signature_header: str) -> int:
+    for part in signature_header.split(","):
+        key, _, value = part.strip().partition("=")
+        if key == "t":
+            return int(value)
+    raise InvalidSignature("Unable to extract timestamp from header")
+
+
+def _event_shape_problem(event) -> str:
+    """What keeps `event` from being a Stripe Event object, or "" (https://docs.stripe.com/api/events/object)."""
+    if not isinstance(event, dict) or event.get("object") != "event":
+        return 'no "object": "event"'
+    for key in ("id", "type"):
+        value = event.get(key)
+        if not isinstance(value, str) or not value or len(value) > 255:
+            return f"{key!r} is not a short non-empty string"
+    created = event.get("created")
+    if not isinstance(created, int) or isinstance(created, bool) or created <= 0:
+        return "'created' is not a Unix timestamp"
+    data = event.get("data")
+    if not isinstance(data, dict) or not isinstance(data.get("object"), dict):
+        return "'data.object' is not an object"
+    return ""
 
 
 class InvalidSignature(Exception):

@@ -112,10 +112,15 @@ STRIPE_API_BASE = os.environ.get("STRIPE_API_BASE", "")
 STRIPE_API_VERSION = os.environ.get("STRIPE_API_VERSION", "2026-10-28.endive")
 STRIPE_TIMEOUT_SECONDS = float(os.environ.get("STRIPE_TIMEOUT_SECONDS", "30"))
 STRIPE_WEBHOOK_TOLERANCE_SECONDS = 300
+# localstripe answers 400 to `reason`; the demo turns this off. The reason is kept on our row either way.
+STRIPE_SEND_REFUND_REASON = env_bool("STRIPE_SEND_REFUND_REASON", True)
 
 # --- Refund process -----------------------------------------------------------------------
 REFUND_SETTLEMENT_DAYS = float(os.environ.get("REFUND_SETTLEMENT_DAYS", "7"))
 REFUND_SETTLEMENT_PERIOD = timedelta(days=REFUND_SETTLEMENT_DAYS)
+if os.environ.get("REFUND_SETTLEMENT_SECONDS"):
+    # The demo (`make run`) settles in seconds, so the whole refund process can be watched.
+    REFUND_SETTLEMENT_PERIOD = timedelta(seconds=float(os.environ["REFUND_SETTLEMENT_SECONDS"]))
 # A refund still "queued" this long after its creation is submitted again by reconcile_refunds.
 REFUND_RECONCILE_QUEUED_AFTER = timedelta(minutes=float(os.environ.get("REFUND_RECONCILE_QUEUED_AFTER_MINUTES", "5")))
 # A refund "pending" at Stripe this long is fetched from Stripe by reconcile_refunds.
@@ -132,11 +137,14 @@ REFUND_SETTLEMENT_BATCH_SIZE = int(os.environ.get("REFUND_SETTLEMENT_BATCH_SIZE"
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "filesystem://")
 if CELERY_BROKER_URL.startswith("filesystem://"):
     _queue_dir = VAR_DIR / "celery-broker"
+    _queue_dir.mkdir(parents=True, exist_ok=True)  # Kombu writes into it but never creates it
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_queue_dir),
         "data_folder_out": str(_queue_dir),
         "processed_folder": str(VAR_DIR / "celery-processed"),
         "store_processed": False,
+        # Remote control (worker ping, shutdown) exchanges; Kombu's default is "control" in the cwd.
+        "control_folder": str(VAR_DIR / "celery-control"),
     }
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
@@ -149,16 +157,25 @@ CELERY_TIMEZONE = TIME_ZONE
 # overwrite what was edited in the admin (refunds/beat.py).
 CELERY_BEAT_SCHEDULER = "refunds.beat:SeededDatabaseScheduler"
 REFUND_JOBS_EVERY_MINUTES = int(os.environ.get("REFUND_JOBS_EVERY_MINUTES", "15"))
+_refund_jobs_schedule = crontab(minute=f"*/{REFUND_JOBS_EVERY_MINUTES}")
+if os.environ.get("REFUND_JOBS_EVERY_SECONDS"):
+    # The demo runs the jobs every few seconds (an interval, not a crontab).
+    _refund_jobs_schedule = timedelta(seconds=float(os.environ["REFUND_JOBS_EVERY_SECONDS"]))
 CELERY_BEAT_SCHEDULE = {
     "finalize-refunds": {
         "task": "refunds.tasks.finalize_refunds",
-        "schedule": crontab(minute=f"*/{REFUND_JOBS_EVERY_MINUTES}"),
+        "schedule": _refund_jobs_schedule,
     },
     "reconcile-refunds": {
         "task": "refunds.tasks.reconcile_refunds",
-        "schedule": crontab(minute=f"*/{REFUND_JOBS_EVERY_MINUTES}"),
+        "schedule": _refund_jobs_schedule,
     },
 }
+# Beat writes each job's last_run_at after every run (not every 3 minutes), so the health
+# check (refunds/health.py) can tell a live beat from a dead one.
+CELERY_BEAT_SYNC_EVERY = 1
+# Beat is dead when a refund job is this much overdue (beat wakes every 5 s at most).
+HEALTH_BEAT_GRACE = timedelta(seconds=float(os.environ.get("HEALTH_BEAT_GRACE_SECONDS", "300")))
 
 # --- Production hardening (on when DJANGO_DEBUG is off) --------------------------------------
 if not DEBUG:
@@ -169,3 +186,12 @@ if not DEBUG:
     SECURE_HSTS_SECONDS = int(os.environ.get("DJANGO_SECURE_HSTS_SECONDS", "31536000"))
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = True
+    # A load balancer probes over plain HTTP inside the network: answer it, do not redirect.
+    SECURE_REDIRECT_EXEMPT = [r"^health/$"]
+    # Admin CSS/JS served by gunicorn itself (WhiteNoise), from `collectstatic`'s STATIC_ROOT.
+    MIDDLEWARE.insert(MIDDLEWARE.index("django.middleware.security.SecurityMiddleware") + 1,
+                      "whitenoise.middleware.WhiteNoiseMiddleware")
+    STORAGES = {
+        "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+        "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+    }

@@ -86,6 +86,12 @@ def test_a_chosen_reason_is_sent(stripe_server):
     assert stripe_server.requests[0]["form"]["reason"] == ["duplicate"]
 
 
+def test_the_reason_can_be_withheld_from_an_emulator_that_refuses_it(stripe_server, settings):
+    settings.STRIPE_SEND_REFUND_REASON = False
+    create(reason="duplicate")
+    assert "reason" not in stripe_server.requests[0]["form"]
+
+
 @pytest.mark.parametrize(
     ("status", "body"),
     [

@@ -1,0 +1,187 @@
+"""Refunds against real servers: PostgreSQL row locks, localstripe over HTTP, a Celery worker on Redis."""
+
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from django.conf import settings
+from django.db import close_old_connections, connection
+
+from refunds import gateway, services
+from refunds.exceptions import RefundError
+from refunds.models import ItemState, Refund, RefundStatus
+from refunds.tasks import submit_refund
+from refunds_project.celery import app as celery_app
+
+from .conftest import port_open, service_missing, skip_unless_postgres
+from .factories import UserFactory, paid_order_with_items
+
+
+def run_in_threads(*targets):
+    """Start every target at the same moment; return what each returned or raised."""
+    barrier = threading.Barrier(len(targets))
+    results = [None] * len(targets)
+
+    def run(index, target):
+        try:
+            barrier.wait()
+            results[index] = target()
+        except Exception as error:  # noqa: BLE001 - the test inspects it
+            results[index] = error
+        finally:
+            close_old_connections()
+
+    threads = [threading.Thread(target=run, args=(i, t)) for i, t in enumerate(targets)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return results
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_back_office_users_refunding_the_same_item_produce_one_refund_and_one_stripe_call(fake_stripe):
+    skip_unless_postgres()
+    order = paid_order_with_items(1000, 2000)
+    item = order.items.order_by("pk").first()
+    alice, bob = UserFactory(username="alice"), UserFactory(username="bob")
+
+    results = run_in_threads(
+        lambda: services.request_refund(items=[item.pk], user=alice),
+        lambda: services.request_refund(items=[item.pk], user=bob),
+    )
+
+    winners = [r for r in results if isinstance(r, list)]
+    losers = [r for r in results if isinstance(r, RefundError)]
+    assert len(winners) == 1 and len(losers) == 1, results
+    assert "cannot be refunded: it is payment refund pending" in str(losers[0])
+    assert Refund.objects.count() == 1
+    assert len(fake_stripe.create_calls) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_workers_submitting_the_same_refund_call_stripe_once(fake_stripe, back_office_user):
+    skip_unless_postgres()
+    fake_stripe.honours_idempotency_keys = False
+    order = paid_order_with_items(1000)
+    refund = Refund.objects.create(order=order, amount=1495, currency="eur")
+    refund.items.set(order.items.all())
+
+    results = run_in_threads(
+        lambda: services.submit_refund(refund_id=refund.pk),
+        lambda: services.submit_refund(refund_id=refund.pk),
+    )
+
+    assert not [r for r in results if isinstance(r, Exception)], results
+    assert len(fake_stripe.create_calls) == 1
+    assert Refund.objects.get(pk=refund.pk).status == RefundStatus.SUCCEEDED
+
+
+@pytest.fixture
+def localstripe_order(localstripe, db):
+    intent = gateway.create_paid_payment_intent(amount=4045, currency="eur")
+    return paid_order_with_items(1000, 2000, 550, stripe_payment_intent_id=intent)
+
+
+@pytest.mark.django_db
+def test_a_refund_reaches_localstripe_and_reads_back(
+    localstripe_order, back_office_user, django_capture_on_commit_callbacks, settings
+):
+    settings.STRIPE_SEND_REFUND_REASON = False  # localstripe answers 400 to `reason`
+    items = list(localstripe_order.items.order_by("pk")[:2])
+
+    with django_capture_on_commit_callbacks(execute=True):
+        [refund] = services.request_refund(items=items, user=back_office_user, reason="requested_by_customer")
+
+    refund.refresh_from_db()
+    assert refund.reason == "requested_by_customer"
+    at_stripe = gateway.retrieve_refund(refund.stripe_refund_id)
+    assert (at_stripe.amount, at_stripe.status, at_stripe.payment_intent) == (3000, "succeeded", localstripe_order.stripe_payment_intent_id)
+    assert at_stripe.metadata["oms_refund_id"] == str(refund.pk)
+    assert refund.status == RefundStatus.SUCCEEDED
+    assert set(refund.items.values_list("state", flat=True)) == {ItemState.PAYMENT_REFUND_SUCCEEDED}
+
+
+@pytest.mark.django_db
+def test_a_crash_after_localstripe_answered_then_a_retry_leaves_one_refund_there(
+    localstripe_order, back_office_user, django_capture_on_commit_callbacks, monkeypatch
+):
+    # localstripe ignores idempotency keys: only our own lookup by metadata prevents a double refund.
+    with django_capture_on_commit_callbacks(execute=False):
+        [refund] = services.request_refund(items=localstripe_order.items.all(), user=back_office_user)
+    real_create = gateway.create_refund
+
+    def create_then_die(**kwargs):
+        real_create(**kwargs)
+        raise SystemExit("worker killed after Stripe answered")
+
+    monkeypatch.setattr(gateway, "create_refund", create_then_die)
+    with pytest.raises(SystemExit):
+        submit_refund.delay(refund.pk)
+    monkeypatch.setattr(gateway, "create_refund", real_create)
+
+    submit_refund.delay(refund.pk)
+
+    at_stripe = gateway.list_refunds(payment_intent=localstripe_order.stripe_payment_intent_id)
+    refund.refresh_from_db()
+    assert [r.id for r in at_stripe] == [refund.stripe_refund_id]
+    assert refund.status == RefundStatus.SUCCEEDED
+
+
+def database_url_for_subprocess() -> str:
+    """The test database as a URL another process can open."""
+    params = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{params['NAME']}"
+    return f"postgres://{params['USER']}@{params['HOST'] or '127.0.0.1'}:{params['PORT'] or 5432}/{params['NAME']}"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_real_celery_worker_on_redis_submits_the_refund(localstripe, back_office_user, monkeypatch, tmp_path):
+    broker = os.environ.get("CELERY_TEST_BROKER_URL", "redis://127.0.0.1:6379/1")
+    if not port_open("127.0.0.1", 6379):
+        service_missing("Redis at 127.0.0.1:6379")
+    queue = f"test-submit-{os.getpid()}-{time.monotonic_ns()}"
+    intent = gateway.create_paid_payment_intent(amount=1495, currency="eur")
+    order = paid_order_with_items(1000, stripe_payment_intent_id=intent)
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url_for_subprocess(),
+        "CELERY_BROKER_URL": broker,
+        "STRIPE_SECRET_KEY": settings.STRIPE_SECRET_KEY,
+        "STRIPE_WEBHOOK_SECRET": "whsec_test_secret",
+        "STRIPE_API_BASE": settings.STRIPE_API_BASE,
+    }
+    log = tmp_path / "worker.log"
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "refunds_project", "worker", "-Q", queue,
+         "--pool", "solo", "--without-heartbeat", "--without-gossip", "--without-mingle", "-l", "info"],
+        env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
+    )
+    try:
+        monkeypatch.setattr(submit_refund, "delay", lambda refund_id: None)  # we send it ourselves, below
+        [refund] = services.request_refund(items=order.items.all(), user=back_office_user)
+        celery_app.conf.task_always_eager = False
+        try:
+            with celery_app.connection_for_write(broker) as conn:
+                submit_refund.apply_async(args=[refund.pk], connection=conn, queue=queue)
+        finally:
+            celery_app.conf.task_always_eager = True
+
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            refund.refresh_from_db()
+            if refund.status != RefundStatus.QUEUED or worker.poll() is not None:
+                break
+            time.sleep(0.2)
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+
+    assert refund.status == RefundStatus.SUCCEEDED, log.read_text()[-3000:]
+    assert gateway.retrieve_refund(refund.stripe_refund_id).amount == 1495
+    assert set(order.items.values_list("state", flat=True)) == {ItemState.PAYMENT_REFUND_SUCCEEDED}
+    assert "refunds.tasks.submit_refund" in log.read_text()

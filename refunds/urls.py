@@ -1,3 +1,7 @@
 from django.urls import path
 
-urlpatterns: list = []
+from . import views
+
+urlpatterns: list = [
+    path("stripe/webhook/", views.stripe_webhook, name="stripe-webhook"),
+]

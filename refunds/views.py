@@ -1,0 +1,69 @@
+"""The Stripe webhook endpoint: translate an HTTP delivery into `webhooks.receive_event`.
+
+Answers, as Stripe reads them (https://docs.stripe.com/webhooks#acknowledge-events-immediately):
+2xx = delivered, never sent again; anything else = delivered again later, for up to three days.
+A bad request is answered 400/413 and stored nowhere; an error of ours is answered 500 so the
+event comes back.
+"""
+
+import logging
+
+from django.conf import settings
+from django.http import HttpRequest, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_POST
+
+from . import gateway, webhooks
+
+logger = logging.getLogger(__name__)
+
+# Stripe events are a few kilobytes; anything this big is not from Stripe.
+MAX_BODY_BYTES = 1024 * 1024
+
+
+def _rejected(status: int, why: str, request: HttpRequest) -> JsonResponse:
+    logger.warning(
+        "stripe webhook rejected (%d): %s [from %s]", status, why, request.META.get("REMOTE_ADDR", "?")
+    )
+    return JsonResponse({"error": why}, status=status)
+
+
+@csrf_exempt
+@require_POST
+def stripe_webhook(request: HttpRequest) -> JsonResponse:
+    try:
+        declared_length = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        declared_length = 0
+    if declared_length > MAX_BODY_BYTES:
+        # Refused on the declared length, before a byte of the body is read.
+        return _rejected(413, f"body of {declared_length} bytes exceeds {MAX_BODY_BYTES}", request)
+    payload = request.read(MAX_BODY_BYTES + 1)
+    if len(payload) > MAX_BODY_BYTES:
+        return _rejected(413, f"body exceeds {MAX_BODY_BYTES} bytes", request)
+
+    secret = settings.STRIPE_WEBHOOK_SECRET
+    if not secret:
+        # Our misconfiguration, not Stripe's: 500 keeps Stripe delivering until it is fixed.
+        logger.error("stripe webhook cannot verify events: STRIPE_WEBHOOK_SECRET is not set")
+        return JsonResponse({"error": "webhook secret not configured"}, status=500)
+    try:
+        event = gateway.construct_event(
+            payload,
+            request.headers.get("Stripe-Signature", ""),
+            secret,
+            settings.STRIPE_WEBHOOK_TOLERANCE_SECONDS,
+        )
+    except gateway.InvalidSignature as error:
+        return _rejected(400, f"signature: {error}", request)
+    except ValueError as error:
+        return _rejected(400, str(error), request)
+
+    try:
+        receipt = webhooks.receive_event(event)
+    except webhooks.InvalidEvent as error:
+        return _rejected(400, f"event {event['id']} ({event['type']}): {error}", request)
+    except Exception as error:  # noqa: BLE001 — kept on the stored event; Stripe delivers again
+        logger.error("stripe webhook: event %s (%s) failed, answered 500: %r", event["id"], event["type"], error)
+        return JsonResponse({"error": "event could not be applied; it is kept and will be retried"}, status=500)
+    return JsonResponse({"received": event["id"], "duplicate": receipt.duplicate})

@@ -23,6 +23,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from . import services
+from .exceptions import StripeGatewayError
 from .models import ItemState, OrderItem, Refund, RefundOrigin, RefundStatus
 from .transitions import Actor, transition_items
 
@@ -169,7 +170,9 @@ class ReconcileReport:
         }
 
 
-def reconcile_refunds(*, limit: int | None = None) -> ReconcileReport:
+def reconcile_refunds(
+    *, limit: int | None = None, on_each: Callable[[Repair], None] | None = None
+) -> ReconcileReport:
     """Send stale queued refunds again and settle stale pending ones from Stripe's answer.
 
     At most `limit` (REFUND_RECONCILE_LIMIT) refunds of each kind per run, oldest first. An
@@ -185,7 +188,7 @@ def reconcile_refunds(*, limit: int | None = None) -> ReconcileReport:
         # A refund never attempted cannot exist at Stripe, whatever its age.
         repair = Repair(refund_id, before=status)
         report.resubmitted.append(repair)
-        _attempt(repair, lambda: services.submit_refund(refund_id=refund_id))
+        _attempt(repair, lambda: services.submit_refund(refund_id=refund_id), on_each)
 
     for refund_id, status in stale_pending_refunds().values_list("pk", "status")[:limit]:
         # Recorded before asking, so a refund Stripe keeps pending, or one that errors, takes
@@ -193,7 +196,7 @@ def reconcile_refunds(*, limit: int | None = None) -> ReconcileReport:
         Refund.objects.filter(pk=refund_id).update(last_reconciled_at=timezone.now())
         repair = Repair(refund_id, before=status)
         report.synced.append(repair)
-        _attempt(repair, lambda: services.sync_refund_from_stripe(refund_id=refund_id, by=actor))
+        _attempt(repair, lambda: services.sync_refund_from_stripe(refund_id=refund_id, by=actor), on_each)
 
     for repair in report.repaired:
         logger.info("reconcile_refunds: refund %s repaired: %s → %s", repair.refund_id, repair.before, repair.after)
@@ -205,12 +208,16 @@ def reconcile_refunds(*, limit: int | None = None) -> ReconcileReport:
     return report
 
 
-def _attempt(repair: Repair, call: Callable[[], Refund]) -> None:
+def _attempt(repair: Repair, call: Callable[[], Refund], on_each: Callable[[Repair], None] | None) -> None:
+    # One refund that fails (Stripe down, a refund Stripe does not know, a bug) must not keep
+    # the others from being repaired; it is logged and tried again next run.
     try:
         repair.after = call().status
+    except StripeGatewayError as error:
+        repair.error = error.message
+        logger.warning("reconcile_refunds: refund %s not repaired, Stripe: %s", repair.refund_id, error.message)
     except Exception as error:  # noqa: BLE001
-        # One refund that fails (Stripe down, a refund Stripe does not know, a bug) must not
-        # keep the others from being repaired; it is logged with its traceback and retried
-        # next run.
-        repair.error = getattr(error, "message", None) or str(error) or error.__class__.__name__
-        logger.exception("reconcile_refunds: refund %s could not be repaired: %s", repair.refund_id, repair.error)
+        repair.error = str(error) or error.__class__.__name__
+        logger.exception("reconcile_refunds: refund %s not repaired: %s", repair.refund_id, repair.error)
+    if on_each is not None:
+        on_each(repair)

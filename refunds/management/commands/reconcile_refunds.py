@@ -1,0 +1,55 @@
+from django.conf import settings
+from django.core.management.base import BaseCommand
+
+from refunds import settlement
+from refunds.management.progress import ProgressBar
+
+PROGRESS_THRESHOLD = 20  # each refund is a Stripe call: a bar helps early
+
+
+class Command(BaseCommand):
+    help = (
+        "Send refunds still queued after REFUND_RECONCILE_QUEUED_AFTER again, and settle refunds "
+        "pending at Stripe for longer than REFUND_RECONCILE_PENDING_AFTER from Stripe's answer, "
+        "as the Celery beat job does."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--dry-run", action="store_true", help="Show what would be repaired; call nothing.")
+        parser.add_argument("--limit", type=int, default=None, help="Refunds of each kind per run (REFUND_RECONCILE_LIMIT).")
+
+    def handle(self, *, dry_run, limit, **options):
+        limit = limit or settings.REFUND_RECONCILE_LIMIT
+        queued = settlement.stale_queued_refunds().select_related("order")
+        pending = settlement.stale_pending_refunds().select_related("order")
+        queued_count, pending_count = queued.count(), pending.count()
+        verb = "would be" if dry_run else "will be"
+        self.stdout.write(
+            f"{queued_count:,} refund(s) queued for more than {settings.REFUND_RECONCILE_QUEUED_AFTER} "
+            f"{verb} sent to Stripe again; {pending_count:,} refund(s) pending for more than "
+            f"{settings.REFUND_RECONCILE_PENDING_AFTER} {verb} checked with Stripe (at most {limit:,} of each)."
+        )
+        if dry_run:
+            for title, refunds in (("send again", queued), ("check with Stripe", pending)):
+                for refund in refunds[:limit]:
+                    self.stdout.write(
+                        f"  {title}: refund #{refund.pk} of {refund.order.reference}, {refund.amount_display}, "
+                        f"{refund.status} since {refund.status_changed_at:%Y-%m-%d %H:%M}, "
+                        f"{refund.submit_attempts} attempt(s)"
+                    )
+            return
+
+        bar = ProgressBar.for_command(
+            self, min(queued_count, limit) + min(pending_count, limit), label="reconciling", threshold=PROGRESS_THRESHOLD
+        )
+        report = settlement.reconcile_refunds(limit=limit, on_each=lambda repair: bar.advance())
+        bar.close()
+        for repair in report.repaired:
+            self.stdout.write(f"  refund #{repair.refund_id}: {repair.before} → {repair.after}")
+        for repair in report.errors:
+            self.stdout.write(self.style.WARNING(f"  refund #{repair.refund_id}: not repaired: {repair.error}"))
+        counts = report.as_dict()
+        self.stdout.write(self.style.SUCCESS(
+            f"{counts['resubmitted']} sent again, {counts['synced']} checked with Stripe, "
+            f"{counts['repaired']} repaired, {counts['errors']} error(s)."
+        ))

@@ -1,9 +1,9 @@
 """Running one OMS transition over many items: in memory through the FSM, then two writes.
 
 Each item's transition method runs as django-fsm defines it (source states checked, signals
-sent), then the items and their audit rows are written with one `bulk_update` and one
-`bulk_create`, so the number of queries does not grow with the number of items. Callers hold
-the items' row locks (`select_for_update`) inside `transaction.atomic()`.
+sent), then the items are written with one `UPDATE` and their audit rows with one
+`bulk_create` (in batches of 500 rows), so the number of queries does not grow with the number
+of items. Callers hold the items' row locks (`select_for_update`) inside `transaction.atomic()`.
 """
 
 from __future__ import annotations
@@ -12,10 +12,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from django.contrib.auth.models import AbstractBaseUser
+from django.utils import timezone
 
 from .models import ItemTransition, OrderItem, Refund
 
 BULK_BATCH_SIZE = 500
+UPDATE_CHUNK = 5000
 
 
 @dataclass(frozen=True)
@@ -61,10 +63,12 @@ def run_transition(
     `refund_of` (item id → refund) names each item's refund when the items belong to
     different refunds, as in the settlement job; otherwise every row gets `refund`.
     """
+    at = timezone.now()
     log = []
     for item in items:
         source = item.state
         getattr(item, transition)()
+        item.state_changed_at = at  # one batch, one moment: lets the write be a single UPDATE
         log.append(
             ItemTransition(
                 item=item,
@@ -93,6 +97,12 @@ def transition_items(
     if not items:
         return items
     log = run_transition(items, transition, by=by, refund=refund, refund_of=refund_of)
-    OrderItem.objects.bulk_update(items, ["state", "state_changed_at"], batch_size=BULK_BATCH_SIZE)
+    # A transition has one target state and the batch one timestamp, so a plain UPDATE writes
+    # them all; bulk_update's CASE per row is several times slower.
+    at = items[0].state_changed_at
+    for target in {item.state for item in items}:
+        pks = [item.pk for item in items if item.state == target]
+        for start in range(0, len(pks), UPDATE_CHUNK):
+            OrderItem.objects.filter(pk__in=pks[start:start + UPDATE_CHUNK]).update(state=target, state_changed_at=at)
     ItemTransition.objects.bulk_create(log, batch_size=BULK_BATCH_SIZE)
     return items

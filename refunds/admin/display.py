@@ -1,0 +1,88 @@
+"""How the Back Office shows OMS values: money in the order's currency, states as coloured
+labels, Stripe ids as links to the Stripe Dashboard, failure reasons in words."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.urls import reverse
+from django.utils.html import format_html
+
+from ..models import ItemState, RefundOrigin, RefundStatus
+from ..money import format_money
+
+# Stripe's refund `failure_reason` values: https://docs.stripe.com/api/refunds/object#refund_object-failure_reason
+STRIPE_FAILURE_REASONS = {
+    "charge_for_pending_refund_disputed": "the customer disputed the charge while the refund was pending",
+    "declined": "the card issuer declined the refund",
+    "expired_or_canceled_card": "the card has expired or was canceled",
+    "insufficient_funds": "the Stripe balance was too low to pay the refund",
+    "lost_or_stolen_card": "the card was reported lost or stolen",
+    "merchant_request": "the refund was canceled on request",
+    "unknown": "Stripe gave no reason",
+    # Our own, when Stripe reports a status without a failure_reason.
+    RefundStatus.FAILED: "Stripe reported the refund failed, without a reason",
+    RefundStatus.CANCELED: "the refund was canceled",
+}
+
+
+def money(amount: int | None, currency: str) -> str:
+    return "—" if amount is None else format_money(amount, currency)
+
+
+def failure_reason_in_words(failure_reason: str) -> str:
+    if not failure_reason:
+        return ""
+    if failure_reason.startswith("stripe_error: "):
+        return f"Stripe refused the refund ({failure_reason.removeprefix('stripe_error: ')})"
+    return STRIPE_FAILURE_REASONS.get(failure_reason, failure_reason.replace("_", " "))
+
+
+def state_label(state: str):
+    """The OMS state as a coloured label; the class carries the stored value for styling."""
+    try:
+        label = ItemState(state).label
+    except ValueError:
+        label = state
+    return format_html('<span class="oms-state oms-state--{}">{}</span>', state, label)
+
+
+def refund_status_label(status: str):
+    try:
+        label = RefundStatus(status).label
+    except ValueError:
+        label = status
+    return format_html('<span class="oms-status oms-status--{}">{}</span>', status, label)
+
+
+def origin_label(origin: str):
+    if origin == RefundOrigin.STRIPE_DASHBOARD:
+        return format_html('<span class="oms-outside">{}</span>', RefundOrigin(origin).label)
+    return RefundOrigin(origin).label if origin in RefundOrigin.values else origin
+
+
+def is_test_mode() -> bool:
+    return settings.STRIPE_SECRET_KEY.startswith(("sk_test_", "rk_test_"))
+
+
+def stripe_dashboard_url(stripe_refund_id: str) -> str:
+    """https://dashboard.stripe.com/[test/]refunds/<id>; test mode follows the secret key."""
+    mode = "test/" if is_test_mode() else ""
+    return f"https://dashboard.stripe.com/{mode}refunds/{stripe_refund_id}"
+
+
+def stripe_refund_link(stripe_refund_id: str | None):
+    if not stripe_refund_id:
+        return "— (not yet at Stripe)"
+    return format_html(
+        '<a href="{}" target="_blank" rel="noopener noreferrer" class="oms-stripe-link">{}</a>',
+        stripe_dashboard_url(stripe_refund_id),
+        stripe_refund_id,
+    )
+
+
+def admin_link(obj, text=None):
+    if obj is None:
+        return "—"
+    opts = obj._meta
+    url = reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[obj.pk])
+    return format_html('<a href="{}">{}</a>', url, text if text is not None else obj)

@@ -1,0 +1,152 @@
+"""Order items: the list the `refund_items` and "Confirm refund now" actions run on, and the
+item page with the refund process drawn and the item's audit log."""
+
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.db.models import OuterRef, Subquery
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
+from django.utils.translation import ngettext
+
+from .. import services
+from ..exceptions import RefundError
+from ..models import ItemTransition, OrderItem, Refund
+from . import display
+from .base import ReadOnlyAdmin, ReadOnlyInline, has_confirm_refund_permission, has_refund_permission
+from .process_diagram import diagram
+from .refund_flow import refund_with_confirmation
+
+
+class ItemTransitionInline(ReadOnlyInline):
+    model = ItemTransition
+    fk_name = "item"
+    fields = ["at", "transition", "from_display", "to_display", "by", "refund"]
+    readonly_fields = fields
+    show_change_link = False
+    verbose_name = "transition"
+    verbose_name_plural = "transition history"
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("refund")
+
+    @admin.display(description="from")
+    def from_display(self, entry):
+        return display.state_label(entry.from_state)
+
+    @admin.display(description="to")
+    def to_display(self, entry):
+        return display.state_label(entry.to_state)
+
+
+def latest_refund(field: str):
+    """A field of the item's newest refund, as a subquery (one query for the whole list)."""
+    through = Refund.items.through.objects.filter(orderitem=OuterRef("pk")).order_by("-refund_id")
+    return Subquery(through.values(f"refund__{field}")[:1])
+
+
+@admin.register(OrderItem)
+class OrderItemAdmin(ReadOnlyAdmin):
+    list_display = [
+        "__str__", "order_link", "name", "amount_display", "state_display", "state_changed_at", "latest_refund_display",
+    ]
+    list_display_links = ["__str__"]
+    list_filter = ["state", "order__currency", "state_changed_at"]
+    search_fields = [
+        "sku", "name", "order__reference", "order__customer_email", "order__stripe_payment_intent_id",
+        "=refunds__stripe_refund_id",
+    ]
+    list_select_related = ["order"]
+    actions = ["refund_items", "confirm_refund_now"]
+    inlines = [ItemTransitionInline]
+    fields = [
+        "order_link", "sku", "name", "amount_display", "state_display", "state_changed_at", "refunds_display",
+    ]
+    readonly_fields = fields
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(
+            latest_refund_id=latest_refund("id"),
+            latest_refund_stripe_id=latest_refund("stripe_refund_id"),
+            latest_refund_status=latest_refund("status"),
+        )
+
+    # --- columns and fields ---------------------------------------------------------------
+    @admin.display(description="order", ordering="order__reference")
+    def order_link(self, item):
+        return display.admin_link(item.order, item.order.reference)
+
+    @admin.display(description="amount", ordering="amount")
+    def amount_display(self, item):
+        return display.money(item.amount, item.order.currency)
+
+    @admin.display(description="state", ordering="state")
+    def state_display(self, item):
+        return display.state_label(item.state)
+
+    @admin.display(description="latest refund")
+    def latest_refund_display(self, item):
+        if item.latest_refund_id is None:
+            return "—"
+        url = reverse("admin:refunds_refund_change", args=[item.latest_refund_id])
+        return format_html(
+            '<a href="{}">{}</a> {}', url, item.latest_refund_stripe_id or f"refund #{item.latest_refund_id}",
+            display.refund_status_label(item.latest_refund_status),
+        )
+
+    @admin.display(description="refunds")
+    def refunds_display(self, item):
+        refunds = item.refunds.order_by("-created_at", "-pk")
+        if not refunds:
+            return "—"
+        return format_html_join(
+            format_html("<br>"),
+            "{} {} {} ({})",
+            (
+                (display.admin_link(refund), refund.amount_display, display.refund_status_label(refund.status),
+                 display.stripe_refund_link(refund.stripe_refund_id))
+                for refund in refunds
+            ),
+        )
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        item = self.get_object(request, object_id)
+        extra_context = {**(extra_context or {}), "diagram": diagram(item.state) if item else None}
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    # --- actions ----------------------------------------------------------------------------
+    def has_refund_permission(self, request):
+        return has_refund_permission(request)
+
+    def has_confirm_refund_permission(self, request):
+        return has_confirm_refund_permission(request)
+
+    @admin.action(permissions=["refund"], description="Refund selected items")
+    def refund_items(self, request, queryset):
+        """The selected items, grouped per order, after a confirmation page."""
+        return refund_with_confirmation(
+            self,
+            request,
+            items=queryset,
+            action="refund_items",
+            selected_ids=queryset.values_list("pk", flat=True),
+            title="Refund items",
+            cancel_url=reverse("admin:refunds_orderitem_changelist"),
+        )
+
+    @admin.action(
+        permissions=["confirm_refund"],
+        description="Confirm refund now (do not wait for the settlement period)",
+    )
+    def confirm_refund_now(self, request, queryset):
+        try:
+            items = services.confirm_refund_now(items=list(queryset.values_list("pk", flat=True)), user=request.user)
+        except RefundError as error:
+            self.message_user(request, f"Nothing was confirmed: {error}", messages.ERROR)
+            return
+        self.message_user(
+            request,
+            ngettext("%(count)d item is now payment refunded.", "%(count)d items are now payment refunded.", len(items))
+            % {"count": len(items)},
+            messages.SUCCESS,
+        )

@@ -1,0 +1,217 @@
+"""Orders: the list with totals and a summary of item states, the page with items, refunds,
+the transition history and a "Refund" button."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.core.exceptions import PermissionDenied
+from django.db.models import Count, Exists, OuterRef, Q, Sum
+from django.db.models.functions import Coalesce
+from django.http import HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.urls import path, reverse
+from django.utils.html import format_html, format_html_join
+
+from ..models import ItemState, ItemTransition, Order, OrderItem, Refund, RefundOrigin
+from ..planning import captured_amount
+from . import display
+from .base import ReadOnlyAdmin, ReadOnlyInline, has_refund_permission
+from .refund_flow import refund_with_confirmation
+
+
+def state_count_field(state: str) -> str:
+    return f"items_{state}"
+
+
+class ItemStateFilter(admin.SimpleListFilter):
+    title = "item state"
+    parameter_name = "item_state"
+
+    def lookups(self, request, model_admin):
+        return ItemState.choices
+
+    def queryset(self, request, queryset):
+        if self.value() in ItemState.values:
+            # A subquery, not a join: a join would multiply the rows the totals are summed over.
+            return queryset.filter(Exists(OrderItem.objects.filter(order=OuterRef("pk"), state=self.value())))
+        return queryset
+
+
+class OrderItemInline(ReadOnlyInline):
+    model = OrderItem
+    fields = ["sku", "name", "amount_display", "state_display", "state_changed_at"]
+    readonly_fields = fields
+    verbose_name_plural = "items"
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("order")
+
+    @admin.display(description="amount")
+    def amount_display(self, item):
+        return display.money(item.amount, item.order.currency)
+
+    @admin.display(description="state")
+    def state_display(self, item):
+        return display.state_label(item.state)
+
+
+class RefundInline(ReadOnlyInline):
+    model = Refund
+    fields = [
+        "stripe_id_display", "amount_display", "status_display", "failure_display",
+        "origin_display", "created_by", "created_at",
+    ]
+    readonly_fields = fields
+    verbose_name_plural = "refunds"
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("created_by")
+
+    @admin.display(description="Stripe refund")
+    def stripe_id_display(self, refund):
+        return display.stripe_refund_link(refund.stripe_refund_id)
+
+    @admin.display(description="amount")
+    def amount_display(self, refund):
+        return refund.amount_display
+
+    @admin.display(description="status")
+    def status_display(self, refund):
+        return display.refund_status_label(refund.status)
+
+    @admin.display(description="failure reason")
+    def failure_display(self, refund):
+        return display.failure_reason_in_words(refund.failure_reason)
+
+    @admin.display(description="made")
+    def origin_display(self, refund):
+        return display.origin_label(refund.origin)
+
+
+@admin.register(Order)
+class OrderAdmin(ReadOnlyAdmin):
+    list_display = ["reference", "customer_email", "total_display", "currency_display", "item_states", "created_at"]
+    list_filter = [ItemStateFilter, "currency", "created_at"]
+    search_fields = [
+        "reference", "customer_email", "stripe_payment_intent_id", "=refunds__stripe_refund_id",
+    ]
+    date_hierarchy = "created_at"
+    actions = ["refund_orders"]
+    inlines = [OrderItemInline, RefundInline]
+    fields = [
+        "reference", "customer_email", "currency", "stripe_payment_intent_id",
+        "items_total_display", "shipping_display", "captured_display", "created_at",
+    ]
+    readonly_fields = fields
+    change_form_template = None  # admin/refunds/order/change_form.html is found by name
+
+    def get_queryset(self, request):
+        # One query for the whole page: totals and state counts are aggregated, not fetched per row.
+        counts = {
+            state_count_field(state): Count("items", filter=Q(items__state=state)) for state in ItemState.values
+        }
+        return super().get_queryset(request).annotate(
+            items_total=Coalesce(Sum("items__amount"), 0),
+            has_outside_refunds=Exists(
+                Refund.objects.filter(order=OuterRef("pk"), origin=RefundOrigin.STRIPE_DASHBOARD)
+            ),
+            **counts,
+        )
+
+    # --- list columns ---------------------------------------------------------------------
+    @admin.display(description="total", ordering="items_total")
+    def total_display(self, order):
+        return display.money(order.items_total + order.shipping_amount, order.currency)
+
+    @admin.display(description="currency", ordering="currency")
+    def currency_display(self, order):
+        return order.currency.upper()
+
+    @admin.display(description="item states")
+    def item_states(self, order):
+        parts = [
+            (getattr(order, state_count_field(state)), display.state_label(state))
+            for state in ItemState.values
+            if getattr(order, state_count_field(state), 0)
+        ]
+        summary = format_html_join(" ", '<span class="oms-count">{}&nbsp;×&nbsp;{}</span>', parts)
+        if order.has_outside_refunds:
+            summary = format_html('{} <span class="oms-outside">refunded outside this system</span>', summary)
+        return summary
+
+    # --- page fields ----------------------------------------------------------------------
+    @admin.display(description="items")
+    def items_total_display(self, order):
+        return display.money(order.items_total, order.currency)
+
+    @admin.display(description="shipping expense")
+    def shipping_display(self, order):
+        return display.money(order.shipping_amount, order.currency)
+
+    @admin.display(description="captured")
+    def captured_display(self, order):
+        return display.money(captured_amount(order, list(order.items.all())), order.currency)
+
+    # --- refund action and button ---------------------------------------------------------
+    def has_refund_permission(self, request):
+        return has_refund_permission(request)
+
+    @admin.action(permissions=["refund"], description="Refund selected orders")
+    def refund_orders(self, request, queryset):
+        """Every refundable item of each selected order, after a confirmation page."""
+        return refund_with_confirmation(
+            self,
+            request,
+            items=OrderItem.objects.filter(order__in=queryset.values("pk")),
+            action="refund_orders",
+            selected_ids=queryset.values_list("pk", flat=True),
+            title="Refund orders",
+            cancel_url=reverse("admin:refunds_order_changelist"),
+        )
+
+    def get_urls(self):
+        return [
+            path(
+                "<path:object_id>/refund/",
+                self.admin_site.admin_view(self.refund_view),
+                name="refunds_order_refund",
+            ),
+            *super().get_urls(),
+        ]
+
+    def refund_view(self, request, object_id):
+        """The order page's "Refund" button: the same flow as `refund_orders`, for one order."""
+        order = get_object_or_404(self.get_queryset(request), pk=object_id)
+        if not (self.has_view_permission(request, order) and self.has_refund_permission(request)):
+            raise PermissionDenied
+        order_url = reverse("admin:refunds_order_change", args=[order.pk])
+        response = refund_with_confirmation(
+            self,
+            request,
+            items=order.items.all(),
+            action=None,
+            title=f"Refund order {order.reference}",
+            cancel_url=order_url,
+        )
+        return response or HttpResponseRedirect(order_url)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        extra_context = {
+            **(extra_context or {}),
+            "can_refund": self.has_refund_permission(request),
+            "history": self.transition_history(object_id),
+            "outside_refunds": Refund.objects.filter(
+                order_id=object_id, origin=RefundOrigin.STRIPE_DASHBOARD
+            ).order_by("created_at") if str(object_id).isdigit() else [],
+        }
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    @staticmethod
+    def transition_history(object_id):
+        if not str(object_id).isdigit():
+            return []
+        return (
+            ItemTransition.objects.filter(item__order_id=object_id)
+            .select_related("item", "refund")
+            .order_by("-at", "-pk")
+        )

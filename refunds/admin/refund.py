@@ -1,0 +1,161 @@
+"""Refunds: read-only list and page (order, items, amount, status, failure reason in words, who
+asked, the Stripe Dashboard link, the events received), and "Check status with Stripe"."""
+
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.http import HttpResponseNotAllowed, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.urls import path, reverse
+from django.utils.html import format_html_join
+
+from .. import services
+from ..exceptions import StripeGatewayError
+from ..models import ItemTransition, Refund, StripeEvent
+from ..transitions import Actor
+from . import display
+from .base import ReadOnlyAdmin, ReadOnlyInline, has_refund_permission
+
+
+class StripeEventInline(ReadOnlyInline):
+    model = StripeEvent
+    fields = ["stripe_event_id", "type", "received_at", "processed_at", "error"]
+    readonly_fields = fields
+    verbose_name_plural = "Stripe events received for this refund"
+
+
+class RefundTransitionInline(ReadOnlyInline):
+    model = ItemTransition
+    fk_name = "refund"
+    fields = ["at", "item", "transition", "from_display", "to_display", "by"]
+    readonly_fields = fields
+    show_change_link = False
+    verbose_name = "transition"
+    verbose_name_plural = "items moved by this refund"
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("item__order")
+
+    @admin.display(description="from")
+    def from_display(self, entry):
+        return display.state_label(entry.from_state)
+
+    @admin.display(description="to")
+    def to_display(self, entry):
+        return display.state_label(entry.to_state)
+
+
+@admin.register(Refund)
+class RefundAdmin(ReadOnlyAdmin):
+    list_display = [
+        "__str__", "order_link", "amount_display", "status_display", "failure_display", "origin_display",
+        "created_by", "created_at",
+    ]
+    list_filter = ["status", "origin", "reason", "created_at"]
+    search_fields = [
+        "stripe_refund_id", "order__reference", "order__customer_email", "order__stripe_payment_intent_id",
+        "idempotency_key",
+    ]
+    list_select_related = ["order", "created_by"]
+    actions = ["check_status_with_stripe"]
+    inlines = [StripeEventInline, RefundTransitionInline]
+    fieldsets = [
+        (None, {"fields": [
+            "order_link", "items_display", "amount_display", "shipping_display", "status_display",
+            "failure_display", "origin_display",
+        ]}),
+        ("Request", {"fields": ["reason", "note", "created_by", "created_at"]}),
+        ("Stripe", {"fields": [
+            "stripe_link", "idempotency_key", "submit_attempts", "last_submitted_at", "last_error",
+            "status_changed_at",
+        ]}),
+    ]
+    readonly_fields = [field for _, options in fieldsets for field in options["fields"]]
+
+    @admin.display(description="order", ordering="order__reference")
+    def order_link(self, refund):
+        return display.admin_link(refund.order, refund.order.reference)
+
+    @admin.display(description="amount", ordering="amount")
+    def amount_display(self, refund):
+        return refund.amount_display
+
+    @admin.display(description="of which shipping")
+    def shipping_display(self, refund):
+        return display.money(refund.shipping_amount, refund.currency)
+
+    @admin.display(description="status", ordering="status")
+    def status_display(self, refund):
+        return display.refund_status_label(refund.status)
+
+    @admin.display(description="failure reason")
+    def failure_display(self, refund):
+        return display.failure_reason_in_words(refund.failure_reason)
+
+    @admin.display(description="made", ordering="origin")
+    def origin_display(self, refund):
+        return display.origin_label(refund.origin)
+
+    @admin.display(description="Stripe refund")
+    def stripe_link(self, refund):
+        return display.stripe_refund_link(refund.stripe_refund_id)
+
+    @admin.display(description="items")
+    def items_display(self, refund):
+        items = refund.items.order_by("pk")
+        return format_html_join(
+            ", ", "{} ({})",
+            ((display.admin_link(item, f"{item.sku} · {item.name}"), display.money(item.amount, refund.currency))
+             for item in items),
+        ) or "—"
+
+    # --- Check status with Stripe ---------------------------------------------------------
+    def has_refund_permission(self, request):
+        return has_refund_permission(request)
+
+    @admin.action(permissions=["refund"], description="Check status with Stripe")
+    def check_status_with_stripe(self, request, queryset):
+        for refund in queryset.select_related("order"):
+            self._sync(request, refund)
+
+    def _sync(self, request, refund: Refund) -> None:
+        before = refund.status
+        try:
+            refund = services.sync_refund_from_stripe(refund_id=refund.pk, by=Actor.of_user(request.user))
+        except StripeGatewayError as error:
+            self.message_user(request, f"{refund}: Stripe could not be asked: {error.message}", messages.ERROR)
+            return
+        if refund.stripe_refund_id is None:
+            self.message_user(request, f"{refund}: Stripe does not know this refund yet.", messages.WARNING)
+        elif refund.status == before:
+            self.message_user(request, f"{refund}: unchanged, {refund.get_status_display()}.", messages.INFO)
+        else:
+            self.message_user(
+                request, f"{refund}: now {refund.get_status_display()} (was {Refund(status=before).get_status_display()}).",
+                messages.SUCCESS,
+            )
+
+    def get_urls(self):
+        return [
+            path(
+                "<path:object_id>/check-status/",
+                self.admin_site.admin_view(self.check_status_view),
+                name="refunds_refund_check_status",
+            ),
+            *super().get_urls(),
+        ]
+
+    def check_status_view(self, request, object_id):
+        """The refund page's "Check status with Stripe" button (a POST: it may move items)."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        refund = get_object_or_404(self.get_queryset(request), pk=object_id)
+        if not (self.has_view_permission(request, refund) and self.has_refund_permission(request)):
+            raise PermissionDenied
+        self._sync(request, refund)
+        return HttpResponseRedirect(reverse("admin:refunds_refund_change", args=[refund.pk]))
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        extra_context = {**(extra_context or {}), "can_check_status": self.has_refund_permission(request)}
+        return super().change_view(request, object_id, form_url, extra_context)

@@ -1,0 +1,142 @@
+"""The Back Office refund flow, shaped like Django's `delete_selected`: the first POST shows a
+confirmation page with what `request_refund` would do; the POST with `post=yes` does it.
+
+The page content is `planning.preview_refunds`, the same rules `request_refund` applies under
+lock, so what the user confirms is what gets refunded. Only the refundable items of a
+selection are submitted; the others are reported with the reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from django import forms
+from django.contrib import messages
+from django.contrib.admin import helpers
+from django.template.response import TemplateResponse
+from django.utils.translation import ngettext
+
+from .. import services
+from ..exceptions import RefundError
+from ..models import RefundReason
+from ..planning import RefundPlan, preview_refunds
+
+
+class RefundConfirmationForm(forms.Form):
+    reason = forms.ChoiceField(
+        label="Reason",
+        choices=[("", "— none —"), *RefundReason.choices],
+        required=False,
+        help_text="Sent to Stripe with the refund; optional.",
+    )
+    note = forms.CharField(
+        label="Note",
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
+        help_text="Kept with the refund for the Back Office; not sent to Stripe.",
+    )
+
+
+def fingerprint(plans: list[RefundPlan]) -> str:
+    """What the user saw: per order the items and the amount. Compared on submit, so a refund
+    never differs from its confirmation (another user may have refunded in between)."""
+    seen = "|".join(
+        f"{plan.order.pk}:{plan.amount}:{','.join(str(item.pk) for item in plan.items)}"
+        for plan in plans
+        if plan.can_refund
+    )
+    return hashlib.sha256(seen.encode()).hexdigest()
+
+
+def refund_with_confirmation(
+    modeladmin,
+    request,
+    *,
+    items,
+    action: str | None,
+    selected_ids=(),
+    title: str,
+    cancel_url: str,
+):
+    """Show the confirmation page, or refund on `post=yes`; None means "done, redirect".
+
+    `action` and `selected_ids` are echoed as hidden fields when the page is an admin action's
+    (as `delete_selected` does); a view of its own passes `action=None`.
+    """
+    plans = preview_refunds(items)
+    form = RefundConfirmationForm(request.POST if request.POST.get("post") else None)
+    if form.is_bound:
+        confirmed = request.POST.get("confirmed")
+        if confirmed is not None and confirmed != fingerprint(plans):
+            modeladmin.message_user(
+                request,
+                "The selection changed since the confirmation page was shown (another refund or a "
+                "Stripe update). Nothing was refunded; check the amounts below and confirm again.",
+                messages.WARNING,
+            )
+        elif form.is_valid():
+            submit(modeladmin, request, plans, reason=form.cleaned_data["reason"], note=form.cleaned_data["note"])
+            return None
+
+    opts = modeladmin.model._meta
+    context = {
+        **modeladmin.admin_site.each_context(request),
+        "title": title,
+        "subtitle": None,
+        "opts": opts,
+        "plans": plans,
+        "refundable_plans": [plan for plan in plans if plan.can_refund],
+        "form": form if form.is_bound else RefundConfirmationForm(),
+        "fingerprint": fingerprint(plans),
+        "action": action,
+        "selected_ids": list(selected_ids),
+        "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+        "cancel_url": cancel_url,
+        "media": modeladmin.media,
+    }
+    request.current_app = modeladmin.admin_site.name
+    return TemplateResponse(
+        request,
+        [
+            f"admin/{opts.app_label}/{opts.model_name}/refund_confirmation.html",
+            f"admin/{opts.app_label}/refund_confirmation.html",
+        ],
+        context,
+    )
+
+
+def submit(modeladmin, request, plans: list[RefundPlan], *, reason: str, note: str) -> None:
+    for plan in plans:
+        for problem in plan.problems:
+            modeladmin.message_user(request, problem, messages.WARNING)
+        for blocked in plan.blocked:
+            modeladmin.message_user(request, f"{blocked.item} was not refunded: {blocked.reason}.", messages.WARNING)
+
+    refundable = [plan for plan in plans if plan.can_refund]
+    if not refundable:
+        modeladmin.message_user(request, "Nothing was refunded: no selected item can be refunded.", messages.ERROR)
+        return
+    try:
+        refunds = services.request_refund(
+            items=[item for plan in refundable for item in plan.items],
+            user=request.user,
+            reason=reason,
+            note=note,
+        )
+    except RefundError as error:
+        modeladmin.message_user(request, f"Nothing was refunded: {error}", messages.ERROR)
+        return
+
+    item_counts = {plan.order.pk: len(plan.items) for plan in refundable}
+    references = {plan.order.pk: plan.order.reference for plan in refundable}
+    for refund in refunds:
+        count = item_counts.get(refund.order_id, 0)
+        modeladmin.message_user(
+            request,
+            ngettext(
+                "%(count)d item of order %(order)s queued for refund: %(amount)s",
+                "%(count)d items of order %(order)s queued for refund: %(amount)s",
+                count,
+            ) % {"count": count, "order": references[refund.order_id], "amount": refund.amount_display},
+            messages.SUCCESS,
+        )

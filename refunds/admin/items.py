@@ -7,6 +7,7 @@ from django.contrib import admin, messages
 from django.db.models import OuterRef, Subquery
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 from django.utils.translation import ngettext
 
 from .. import services
@@ -100,7 +101,7 @@ class OrderItemAdmin(ReadOnlyAdmin):
         if not refunds:
             return "—"
         return format_html_join(
-            format_html("<br>"),
+            mark_safe("<br>"),
             "{} {} {} ({})",
             (
                 (display.admin_link(refund), refund.amount_display, display.refund_status_label(refund.status),

@@ -14,9 +14,12 @@ $(VENV)/.installed: requirements.txt
 
 install: $(VENV)/.installed
 
+# The Back Office with everything it needs, on this machine only (scripts/run_demo.py):
+# migrate SQLite, start localstripe, seed demo orders and an admin user, then run the web
+# server, a Celery worker and beat on the embedded broker until Ctrl-C. Ports and timings:
+# DEMO_WEB_PORT (8000), DEMO_STRIPE_PORT (8420), DEMO_SETTLEMENT_SECONDS, DEMO_JOBS_EVERY_SECONDS.
 run: install
-	$(PY) manage.py migrate --no-input
-	$(PY) manage.py runserver 127.0.0.1:8000
+	$(PY) scripts/run_demo.py
 
 # The whole suite on SQLite (no servers needed); tests that need PostgreSQL, Redis or a
 # browser skip themselves with the reason unless REQUIRE_SERVICES=1.

@@ -7,6 +7,7 @@ class RefundsConfig(AppConfig):
 
     def ready(self):
         from . import checks  # noqa: F401  (registers the system checks)
+        from . import deploy_checks  # noqa: F401  (checks for `check --deploy`)
         from django.db.models.signals import post_migrate
 
         from .beat import seed_after_migrate

@@ -1,11 +1,45 @@
 """Run localstripe (a Stripe API emulator) bound to 127.0.0.1 only.
 
 localstripe's own command listens on every interface; this runs the same app on loopback:
-    python -m refunds.stripe_emulator --port 8420 [--from-scratch]
+    python -m refunds.stripe_emulator --port 8420 [--from-scratch] [--store FILE]
+
+localstripe writes its whole store to /tmp/localstripe.pickle after every change; `--store`
+names another file (the demo keeps its own under var/, next to its database, so the two stay
+consistent across restarts and other emulators on the machine cannot overwrite it).
 """
 
 import argparse
 import logging
+import os
+import pickle
+from pathlib import Path
+
+LOCALSTRIPE_STORE_FILE = "/tmp/localstripe.pickle"
+
+
+def use_store_file(store, path: str) -> None:
+    """Make localstripe's store load from and save to `path`, replacing the file atomically so
+    an emulator killed mid-write leaves the previous store, not a truncated one."""
+    path = Path(path)
+
+    def try_load_from_disk():
+        try:
+            with path.open("rb") as f:
+                saved = pickle.load(f)
+        except FileNotFoundError:
+            return
+        store.clear()
+        store.update(saved)
+
+    def dump_to_disk():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        with partial.open("wb") as f:
+            pickle.dump(dict(store), f, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(partial, path)
+
+    store.try_load_from_disk = try_load_from_disk
+    store.dump_to_disk = dump_to_disk
 
 
 def main(argv=None):
@@ -13,12 +47,15 @@ def main(argv=None):
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8420)
     parser.add_argument("--from-scratch", action="store_true", help="start empty instead of loading the saved store")
+    parser.add_argument("--store", default=LOCALSTRIPE_STORE_FILE, help="file the emulator loads and saves its objects in")
     args = parser.parse_args(argv)
 
     from aiohttp import web
     from localstripe.resources import store
     from localstripe.server import app
 
+    if args.store != LOCALSTRIPE_STORE_FILE:
+        use_store_file(store, args.store)
     if not args.from_scratch:
         store.try_load_from_disk()
     logging.basicConfig(level=logging.WARNING)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from ..models import ItemState, OrderItem
 
-BOX_W, BOX_H, GAP, MARGIN = 200, 44, 104, 10
+BOX_W, BOX_H, GAP, MARGIN = 196, 44, 120, 10
 TOP, BOTTOM = 40, 220  # y of the happy path's row and of the failure row
 WIDTH = MARGIN * 2 + 4 * BOX_W + 3 * GAP
 HEIGHT = BOTTOM + BOX_H + 36

@@ -19,7 +19,7 @@ class Command(BaseCommand):
             "--failed", action="store_true", help="re-apply every stored event with an error or never processed"
         )
 
-    def handle(self, *event_ids, failed=False, **options):
+    def handle(self, *args, event_ids=(), failed=False, **options):
         if not event_ids and not failed:
             raise CommandError("Name the event ids to replay, or pass --failed.")
         events = StripeEvent.objects.none()

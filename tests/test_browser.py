@@ -5,6 +5,7 @@ written to a temporary directory, so a CI run leaves the tree clean.
 """
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -31,20 +32,24 @@ def screenshots(tmp_path) -> Path:
     return DOCS if os.environ.get("SAVE_SCREENSHOTS") == "1" else tmp_path
 
 
-@pytest.fixture
-def chromium_page(monkeypatch):
+@contextmanager
+def chromium_page():
+    """A page in Debian's Chromium. Playwright's sync API runs an event loop in this thread, so
+    Django refuses ORM calls inside the block (SynchronousOnlyOperation; forcing them through
+    leaves a connection open that blocks dropping the PostgreSQL test database): tests touch
+    the database only before and after it."""
     if not os.access(CHROMIUM, os.X_OK):
         service_missing("Chromium (/usr/bin/chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    # Playwright's sync API runs an event loop in this thread; the ORM calls the test makes
-    # between browser steps are still plain synchronous code.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    with sync_api.sync_playwright() as playwright:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-US")
-        context.set_default_timeout(15_000)
-        yield context.new_page()
-        browser.close()
+        try:
+            context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-US")
+            context.set_default_timeout(15_000)
+            yield context.new_page()
+        finally:
+            browser.close()
 
 
 @pytest.fixture
@@ -72,51 +77,51 @@ def shop_order(fake_stripe):
     return order
 
 
-def test_refund_two_items_through_the_confirmation_page(live_server, chromium_page, shop_order, fake_stripe, screenshots):
-    page = chromium_page
+def test_refund_two_items_through_the_confirmation_page(live_server, shop_order, fake_stripe, screenshots):
     UserFactory(username="alice", is_superuser=True)
     tee, hoodie = shop_order.items.get(sku="TEE-BLK-M"), shop_order.items.get(sku="HOOD-GRY-L")
     socks = shop_order.items.get(sku="SOCK-3PK")  # refunded before: listed as not refundable
 
-    page.goto(f"{live_server.url}/admin/login/?next=/admin/refunds/orderitem/")
-    page.fill("#id_username", "alice")
-    page.fill("#id_password", PASSWORD)
-    page.click("input[type=submit]")
-    page.wait_for_selector("#result_list")
+    with chromium_page() as page:
+        page.goto(f"{live_server.url}/admin/login/?next=/admin/refunds/orderitem/")
+        page.fill("#id_username", "alice")
+        page.fill("#id_password", PASSWORD)
+        page.click("input[type=submit]")
+        page.wait_for_selector("#result_list")
 
-    page.check(f'input.action-select[value="{tee.pk}"]')
-    page.check(f'input.action-select[value="{hoodie.pk}"]')
-    page.check(f'input.action-select[value="{socks.pk}"]')
-    page.select_option('select[name="action"]', "refund_items")
-    page.click('button[name="index"]')
+        for item in (tee, hoodie, socks):
+            page.check(f'input.action-select[value="{item.pk}"]')
+        page.select_option('select[name="action"]', "refund_items")
+        page.click('button[name="index"]')
 
-    page.wait_for_selector("body.refund-confirmation")
-    plan = page.locator(f"#plan-{shop_order.pk}")
-    assert "Order DE--1001" in plan.inner_text()
-    assert "€25.00" in plan.inner_text() and "€59.90" in plan.inner_text()
-    assert page.locator(".oms-total").inner_text() == "€84.90"
-    assert "SOCK-3PK · Socks, 3-pack (€12.00): it is payment refund succeeded." in plan.inner_text()
-    page.select_option("#id_reason", "requested_by_customer")
-    page.fill("#id_note", "Returned in the original packaging.")
-    page.screenshot(path=screenshots / "refund-confirmation.png", full_page=True)
-    page.click('input[type=submit][value="Yes, refund"]')
+        page.wait_for_selector("body.refund-confirmation")
+        plan = page.locator(f"#plan-{shop_order.pk}").inner_text()
+        assert "Order DE--1001" in plan
+        assert "€25.00" in plan and "€59.90" in plan
+        assert "SOCK-3PK · Socks, 3-pack (€12.00): it is payment refund succeeded." in plan
+        assert page.locator(".oms-total").inner_text() == "€84.90"
+        page.select_option("#id_reason", "requested_by_customer")
+        page.fill("#id_note", "Returned in the original packaging.")
+        page.screenshot(path=screenshots / "refund-confirmation.png", full_page=True)
+        page.click('input[type=submit][value="Yes, refund"]')
 
-    assert page.locator("ul.messagelist li.success").inner_text() == "2 items of order DE--1001 queued for refund: €84.90"
-    assert page.locator("ul.messagelist li.warning").inner_text() == (
-        "DE--1001 / SOCK-3PK was not refunded: it is payment refund succeeded."
-    )
-    for item in (tee, hoodie):
-        row = page.locator("#result_list tr", has=page.locator(f'input.action-select[value="{item.pk}"]'))
-        assert row.locator(".oms-state").first.inner_text() == "payment refund pending"
+        assert page.locator("ul.messagelist li.success").inner_text() == (
+            "2 items of order DE--1001 queued for refund: €84.90"
+        )
+        assert page.locator("ul.messagelist li.warning").inner_text() == (
+            "DE--1001 / SOCK-3PK was not refunded: it is payment refund succeeded."
+        )
+        for item in (tee, hoodie):
+            row = page.locator("#result_list tr", has=page.locator(f'input.action-select[value="{item.pk}"]'))
+            assert row.locator(".oms-state").first.inner_text() == "payment refund pending"
 
-    page.goto(f"{live_server.url}/admin/refunds/order/{shop_order.pk}/change/")
-    assert "Refunded outside this system." in page.locator(".oms-outside-notice").inner_text()
-    page.screenshot(path=screenshots / "order-page.png", full_page=True)
+        page.goto(f"{live_server.url}/admin/refunds/order/{shop_order.pk}/change/")
+        assert "Refunded outside this system." in page.locator(".oms-outside-notice").inner_text()
+        page.screenshot(path=screenshots / "order-page.png", full_page=True)
 
-    page.goto(f"{live_server.url}/admin/refunds/orderitem/{tee.pk}/change/")
-    current = page.locator("svg.oms-process g.oms-node--current text").first
-    assert current.inner_html() == "payment refund pending"
-    page.locator("#refund-process").screenshot(path=screenshots / "item-process.png")
+        page.goto(f"{live_server.url}/admin/refunds/orderitem/{tee.pk}/change/")
+        assert page.locator("svg.oms-process g.oms-node--current .oms-label").inner_html() == "payment refund pending"
+        page.locator("#refund-process").screenshot(path=screenshots / "item-process.png")
 
     assert [call["amount"] for call in fake_stripe.create_calls][-1] == 8490
     assert set(OrderItem.objects.filter(pk__in=[tee.pk, hoodie.pk]).values_list("state", flat=True)) == {

@@ -6,6 +6,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.urls import reverse
 from django.utils.html import format_html
+from django.utils.text import Truncator
 
 from ..models import ItemState, RefundOrigin, RefundStatus
 from ..money import format_money
@@ -23,6 +24,12 @@ STRIPE_FAILURE_REASONS = {
     RefundStatus.FAILED: "Stripe reported the refund failed, without a reason",
     RefundStatus.CANCELED: "the refund was canceled",
 }
+
+
+def first_line(text: str, limit: int = 120) -> str:
+    """The headline of a stored error (the webhook keeps the traceback below it)."""
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return Truncator(line).chars(limit)
 
 
 def money(amount: int | None, currency: str) -> str:

@@ -6,7 +6,6 @@ import json
 
 from django.contrib import admin, messages
 from django.utils.html import format_html
-from django.utils.text import Truncator
 from django.utils.translation import ngettext
 
 from ..models import ItemTransition, StripeEvent
@@ -43,7 +42,7 @@ class StripeEventAdmin(ReadOnlyAdmin):
 
     @admin.display(description="error")
     def error_display(self, event):
-        return Truncator(event.error).chars(80) if event.error else ""
+        return display.first_line(event.error)
 
     @admin.display(description="refund")
     def refund_link(self, event):

@@ -25,6 +25,7 @@ class ItemTransitionInline(ReadOnlyInline):
     fields = ["at", "transition", "from_display", "to_display", "by", "refund"]
     readonly_fields = fields
     show_change_link = False
+    classes = ["oms-log-inline"]
     verbose_name = "transition"
     verbose_name_plural = "transition history"
 
@@ -49,9 +50,9 @@ def latest_refund(field: str):
 @admin.register(OrderItem)
 class OrderItemAdmin(ReadOnlyAdmin):
     list_display = [
-        "__str__", "order_link", "name", "amount_display", "state_display", "state_changed_at", "latest_refund_display",
+        "sku", "name", "order_link", "amount_display", "state_display", "state_changed_at", "latest_refund_display",
     ]
-    list_display_links = ["__str__"]
+    list_display_links = ["sku"]
     list_filter = ["state", "order__currency", "state_changed_at"]
     search_fields = [
         "sku", "name", "order__reference", "order__customer_email", "order__stripe_payment_intent_id",

@@ -103,7 +103,6 @@ class OrderAdmin(ReadOnlyAdmin):
         "items_total_display", "shipping_display", "captured_display", "created_at",
     ]
     readonly_fields = fields
-    change_form_template = None  # admin/refunds/order/change_form.html is found by name
 
     def get_queryset(self, request):
         # One query for the whole page: totals and state counts are aggregated, not fetched per row.

@@ -20,9 +20,19 @@ from .base import ReadOnlyAdmin, ReadOnlyInline, has_refund_permission
 
 class StripeEventInline(ReadOnlyInline):
     model = StripeEvent
-    fields = ["stripe_event_id", "type", "received_at", "processed_at", "error"]
+    fields = ["event_link", "type", "received_at", "processed_at", "error_summary"]
     readonly_fields = fields
+    show_change_link = False
+    classes = ["oms-log-inline"]
     verbose_name_plural = "Stripe events received for this refund"
+
+    @admin.display(description="Stripe event")
+    def event_link(self, event):
+        return display.admin_link(event, event.stripe_event_id)
+
+    @admin.display(description="error")
+    def error_summary(self, event):
+        return display.first_line(event.error)
 
 
 class RefundTransitionInline(ReadOnlyInline):
@@ -31,6 +41,7 @@ class RefundTransitionInline(ReadOnlyInline):
     fields = ["at", "item", "transition", "from_display", "to_display", "by"]
     readonly_fields = fields
     show_change_link = False
+    classes = ["oms-log-inline"]
     verbose_name = "transition"
     verbose_name_plural = "items moved by this refund"
 

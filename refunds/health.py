@@ -37,18 +37,20 @@ def check_database() -> Check:
     return Check(True, connections["default"].vendor)
 
 
-def check_broker() -> Check:
+def check_broker(*, url: str | None = None, transport_options: dict | None = None) -> Check:
+    """The Celery broker (the app's own, unless `url` is given) accepts a connection."""
     from refunds_project.celery import app
 
-    url = app.conf.broker_url or ""
-    if url.startswith("filesystem://"):
+    url = app.conf.broker_url if url is None else url
+    options = app.conf.broker_transport_options if transport_options is None else transport_options
+    if (url or "").startswith("filesystem://"):
         # Kombu's filesystem transport "connects" to anything; what matters is the folder.
-        folder = app.conf.broker_transport_options.get("data_folder_out", "")
+        folder = (options or {}).get("data_folder_out", "")
         if not (folder and os.path.isdir(folder) and os.access(folder, os.W_OK)):
             return Check(False, f"filesystem broker folder {folder!r} is missing or not writable")
         return Check(True, "filesystem")
     try:
-        with app.connection_for_write() as connection:
+        with app.connection_for_write(url) as connection:
             connection.ensure_connection(max_retries=1, timeout=BROKER_TIMEOUT_SECONDS)
             connection.default_channel  # a Redis channel PINGs the server
             transport = connection.transport_cls

@@ -64,6 +64,8 @@ def refund_event(
         "charge": None,
         "created": int(refund.created_at.timestamp()),
         "currency": refund.currency,
+        "customer": None,
+        "customer_account": None,
         "destination_details": {"card": {"type": "reversal"}, "type": "card"},
         "metadata": gateway.refund_metadata(
             order_reference=refund.order.reference,
@@ -72,6 +74,7 @@ def refund_event(
             item_ids=item_ids,
         ),
         "payment_intent": refund.order.stripe_payment_intent_id or None,
+        "payment_method": None,
         "reason": refund.reason or None,
         "receipt_number": None,
         "source_transfer_reversal": None,

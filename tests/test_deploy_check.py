@@ -1,0 +1,115 @@
+"""Production settings: `manage.py check --deploy` is clean with the environment the README's
+"Production" section sets, and loud when a development default is left over.
+
+Each test runs the project in a fresh interpreter, since settings are read from the
+environment once, at import.
+"""
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+# What the README's "Production" section sets. Nothing here is connected to: `check` reads
+# settings only, and the database/broker hosts below do not exist.
+PRODUCTION_ENV = {
+    "DJANGO_DEBUG": "0",
+    "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
+    "DJANGO_ALLOWED_HOSTS": "oms.shop.example",
+    "DJANGO_CSRF_TRUSTED_ORIGINS": "https://oms.shop.example",
+    "DATABASE_URL": "postgres://oms:secret@db.internal.example:5432/oms",
+    "CELERY_BROKER_URL": "redis://redis.internal.example:6379/0",
+    "STRIPE_SECRET_KEY": "sk_live_" + "x" * 24,
+    "STRIPE_WEBHOOK_SECRET": "whsec_" + "y" * 32,
+}
+
+
+def run_in_production(args, *, env_overrides=None, unset=()):
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("DJANGO_", "STRIPE_", "CELERY_", "REFUND_"))}
+    env.pop("DATABASE_URL", None)
+    env.update(PRODUCTION_ENV)
+    env.update(env_overrides or {})
+    for key in unset:
+        env.pop(key, None)
+    return subprocess.run(
+        [sys.executable, *args], cwd=BASE_DIR, env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_check_deploy_is_clean_with_the_production_environment():
+    result = run_in_production(["manage.py", "check", "--deploy", "--fail-level", "WARNING"])
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "System check identified no issues (0 silenced)." in result.stdout
+
+
+def test_production_settings_have_secure_cookies_hsts_no_debug_and_hosts_from_the_environment():
+    script = (
+        "import json, django; django.setup(); from django.conf import settings as s; print(json.dumps({"
+        "'DEBUG': s.DEBUG, 'ALLOWED_HOSTS': s.ALLOWED_HOSTS, 'SESSION_COOKIE_SECURE': s.SESSION_COOKIE_SECURE,"
+        "'CSRF_COOKIE_SECURE': s.CSRF_COOKIE_SECURE, 'SECURE_SSL_REDIRECT': s.SECURE_SSL_REDIRECT,"
+        "'SECURE_HSTS_SECONDS': s.SECURE_HSTS_SECONDS, 'ENGINE': s.DATABASES['default']['ENGINE'],"
+        "'STATICFILES': s.STORAGES['staticfiles']['BACKEND'], 'whitenoise': 'whitenoise.middleware.WhiteNoiseMiddleware' in s.MIDDLEWARE}))"
+    )
+    result = run_in_production(["-c", script], env_overrides={"DJANGO_SETTINGS_MODULE": "refunds_project.settings"})
+
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {
+        "DEBUG": False,
+        "ALLOWED_HOSTS": ["oms.shop.example"],
+        "SESSION_COOKIE_SECURE": True,
+        "CSRF_COOKIE_SECURE": True,
+        "SECURE_SSL_REDIRECT": True,
+        "SECURE_HSTS_SECONDS": 31536000,
+        "ENGINE": "django.db.backends.postgresql",
+        "STATICFILES": "whitenoise.storage.CompressedManifestStaticFilesStorage",
+        "whitenoise": True,
+    }
+
+
+def test_development_defaults_left_in_production_fail_check_deploy():
+    result = run_in_production(
+        ["manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        env_overrides={"STRIPE_API_BASE": "http://127.0.0.1:8420"},
+        unset=("DJANGO_SECRET_KEY", "DJANGO_ALLOWED_HOSTS", "DATABASE_URL", "CELERY_BROKER_URL"),
+    )
+
+    assert result.returncode != 0
+    for check_id in ("security.W009", "refunds.W101", "refunds.W102", "refunds.W103", "refunds.W104"):
+        assert check_id in result.stderr, check_id
+
+
+def test_missing_stripe_settings_stop_production():
+    result = run_in_production(["manage.py", "check"], unset=("STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET"))
+
+    assert result.returncode != 0
+    assert "refunds.E001" in result.stderr and "refunds.E003" in result.stderr
+
+
+@pytest.mark.parametrize(("path", "status"), [("/health/", 503), ("/admin/login/", 301)])
+def test_in_production_only_the_health_probe_is_answered_over_plain_http(path, status):
+    # The load balancer probes over HTTP; every other page redirects to HTTPS. The database
+    # is unreachable here, so the probe answers 503, without saying why.
+    script = (
+        "import django; django.setup(); from django.test import Client;"
+        f"r = Client().get({path!r}, HTTP_HOST='oms.shop.example'); print(r.status_code); print(r.content.decode())"
+    )
+    result = run_in_production(
+        ["-c", script],
+        env_overrides={
+            "DJANGO_SETTINGS_MODULE": "refunds_project.settings",
+            "DATABASE_URL": "postgres://oms@127.0.0.1:9/oms",  # nothing listens on port 9
+        },
+    )
+
+    assert result.returncode == 0, result.stderr
+    code, _, body = result.stdout.partition("\n")
+    assert int(code) == status
+    if path == "/health/":
+        assert "127.0.0.1" not in body and '"database": {"ok": false}' in body

@@ -223,6 +223,21 @@ def test_the_queued_refund_is_sent_to_stripe_after_commit(
     assert states(item) == [ItemState.PAYMENT_REFUND_SUCCEEDED]
 
 
+def test_items_of_two_orders_make_two_refunds_and_two_messages(admin_client_alice):
+    first_order, second_order = paid_order_with_items(1000, 2000), paid_order_with_items(300, 400)
+    selected = [first_order.items.order_by("pk").first(), second_order.items.order_by("pk").first()]
+
+    response = post_action(admin_client_alice, ITEMS_URL, "refund_items", [item.pk for item in selected], post="yes")
+
+    assert messages_of(response) == [
+        f"1 item of order {first_order.reference} queued for refund: €10.00",
+        f"1 item of order {second_order.reference} queued for refund: €3.00",
+    ]
+    assert sorted(Refund.objects.values_list("order__reference", "amount")) == [
+        (first_order.reference, 1000), (second_order.reference, 300),
+    ]
+
+
 # --- refund_orders and the order page's button ----------------------------------------------
 
 

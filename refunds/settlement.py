@@ -82,32 +82,32 @@ def finalize_due_refunds(
 
 def _confirm_batch(items: list[OrderItem], *, by: Actor) -> int:
     latest = services.latest_refund_ids([item.pk for item in items])
-    usable = _share_lock_refunds(set(latest.values()))
+    refunds = _share_lock_refunds(set(latest.values()))
     # An item whose refund another transaction holds (a webhook or a Stripe sync applying a
     # decline right now) waits for the next run: that transaction will lock this item next,
     # and waiting for its refund here, holding the item, could deadlock.
     items = [item for item in items if item.state == ItemState.PAYMENT_REFUND_SUCCEEDED
-             and (latest.get(item.pk) is None or latest[item.pk] in usable)]
-    refunds = Refund.objects.only("pk").in_bulk(usable)
+             and (latest.get(item.pk) is None or latest[item.pk] in refunds)]
     refund_of = {item.pk: refunds.get(latest.get(item.pk)) for item in items}
     transition_items(items, "confirm_refund", by=by, refund_of=refund_of)
     return len(items)
 
 
-def _share_lock_refunds(refund_ids: set[int]) -> set[int]:
-    """Take the lock the audit rows' foreign key needs on their refunds now, without waiting,
-    and return the refunds that got it (all of them on SQLite, which has no row locks)."""
-    if not refund_ids or connection.vendor != "postgresql":
-        return refund_ids
+def _share_lock_refunds(refund_ids: set[int]) -> dict[int, Refund]:
+    """Take the lock the audit rows' foreign key needs on their refunds now, without waiting;
+    return the refunds that got it (all of them on SQLite, which has no row locks)."""
+    if not refund_ids:
+        return {}
+    if connection.vendor != "postgresql":
+        return Refund.objects.only("pk").in_bulk(refund_ids)
     # FOR KEY SHARE is what PostgreSQL's foreign-key check takes at commit; it conflicts only
     # with FOR UPDATE (services lock refunds that way), not with another settlement run.
     # Django's select_for_update cannot ask for it.
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f'SELECT id FROM "{Refund._meta.db_table}" WHERE id = ANY(%s) FOR KEY SHARE SKIP LOCKED',
-            [sorted(refund_ids)],
-        )
-        return {row[0] for row in cursor.fetchall()}
+    locked = Refund.objects.raw(
+        f'SELECT id FROM "{Refund._meta.db_table}" WHERE id = ANY(%s) FOR KEY SHARE SKIP LOCKED',
+        [sorted(refund_ids)],
+    )
+    return {refund.pk: refund for refund in locked}
 
 
 # --- Reconciliation ---------------------------------------------------------------------------

@@ -1,0 +1,251 @@
+"""Benchmark of the Stripe webhook endpoint against its floor, on PostgreSQL.
+
+    .venv/bin/python bench/webhook.py                    # 2,000 events, 3 rounds
+    .venv/bin/python bench/webhook.py --events 500 --rounds 1
+
+Each event is a signed `refund.updated` (status `succeeded`) for its own pending refund of one
+item, so each one does the real work: store the event, lock refund, order and item, move the
+item to `payment refund succeeded`, write its audit row. Bodies and signatures are made before
+the clock starts (signing is Stripe's work); they go through the whole Django stack
+(middleware, URL routing, the view) with the test client.
+
+The floor, measured in the same run on as many rows: one bare transaction per event that
+inserts the event row and updates one item row through the ORM. Within a round, blocks of 50
+events of each kind take turns (the machines are shared); the table shows the median round.
+A third row times the shared refund service alone (`services.record_stripe_refund` after the
+refund row lock, one transaction per event), the part of the endpoint's work that is not the
+webhook's own. Goal: endpoint ≥ 0.5 × the floor's rate.
+
+Uses its own database (default postgres://postgres@127.0.0.1:5432/webhook_bench), created and
+migrated on first use. Persistent connections (DATABASE_CONN_MAX_AGE=600), as a production
+server keeps them, and log level WARNING, so a console handler does not time the terminal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/webhook_bench"
+SECRET = "whsec_bench_secret"
+BLOCK = 50
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=2000, help="events per round (each its own refund)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_URL))
+    return parser.parse_args(argv)
+
+
+def setup_django(database_url: str):
+    os.environ["DATABASE_URL"] = database_url
+    os.environ["STRIPE_WEBHOOK_SECRET"] = SECRET
+    os.environ.setdefault("DATABASE_CONN_MAX_AGE", "600")
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "refunds_project.settings")
+    os.environ.setdefault("REFUNDS_LOG_LEVEL", "WARNING")
+    sys.path.insert(0, str(BASE_DIR))
+    import django
+    import psycopg
+
+    name = database_url.rsplit("/", 1)[1]
+    admin_url = database_url.rsplit("/", 1)[0] + "/postgres"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
+            conn.execute(f'CREATE DATABASE "{name}"')
+    django.setup()
+    from django.conf import settings
+    from django.core.management import call_command
+
+    settings.DEBUG = False  # Django keeps every query in memory under DEBUG
+    call_command("migrate", verbosity=0)
+
+
+def make_refunds(count: int, tag: str):
+    """`count` orders of one item, each with a Back Office refund pending at Stripe."""
+    from django.utils import timezone
+
+    from refunds.models import ItemState, Order, OrderItem, Refund
+
+    now = timezone.now()
+    orders = Order.objects.bulk_create(
+        [Order(reference=f"WH-{tag}-{i}", currency="eur", stripe_payment_intent_id=f"pi_wh_{tag}_{i}") for i in range(count)]
+    )
+    items = OrderItem.objects.bulk_create(
+        [OrderItem(order=o, sku="SKU-1", name="Item", amount=1000, state=ItemState.PAYMENT_REFUND_PENDING) for o in orders]
+    )
+    refunds = Refund.objects.bulk_create(
+        [Refund(order=o, amount=1000, currency="eur", stripe_refund_id=f"re_wh_{tag}_{i}", status="pending",
+                status_changed_at=now) for i, o in enumerate(orders)]
+    )
+    Refund.items.through.objects.bulk_create(
+        [Refund.items.through(refund=r, orderitem=i) for r, i in zip(refunds, items)]
+    )
+    return list(zip(refunds, items))
+
+
+def signed_events(pairs, tag: str):
+    """(body, Stripe-Signature) per refund, in Stripe's shape (tests/stripe_payloads.py)."""
+    from refunds import gateway
+    from tests.stripe_payloads import event, refund_object
+
+    created = int(time.time())
+    out = []
+    for n, (refund, item) in enumerate(pairs):
+        metadata = gateway.refund_metadata(
+            order_reference=refund.order.reference, refund_id=refund.pk,
+            idempotency_key=refund.idempotency_key, item_ids=[item.pk],
+        )
+        obj = refund_object(id=refund.stripe_refund_id, status="succeeded", amount=1000, currency="eur",
+                            payment_intent=refund.order.stripe_payment_intent_id, metadata=metadata, created=created)
+        evt = event("refund.updated", obj, id=f"evt_wh_{tag}_{n}", created=created, previous={"status": "pending"})
+        body = json.dumps(evt, indent=2)
+        out.append((body.encode(), gateway.sign_payload(body, SECRET)))
+    return out
+
+
+def run_endpoint(events) -> float:
+    from django.test import Client
+
+    client = Client()
+    started = time.perf_counter()
+    for body, signature in events:
+        response = client.post("/stripe/webhook/", data=body, content_type="application/json",
+                               HTTP_STRIPE_SIGNATURE=signature)
+        if response.status_code != 200:
+            raise SystemExit(f"endpoint answered {response.status_code}: {response.content[:300]!r}")
+    return time.perf_counter() - started
+
+
+def run_floor(pairs, events, tag: str) -> float:
+    from django.db import transaction
+    from django.utils import timezone
+
+    from refunds.models import ItemState, OrderItem, StripeEvent
+
+    payloads = [json.loads(body) for body, _ in events]
+    started = time.perf_counter()
+    for n, ((_, item), payload) in enumerate(zip(pairs, payloads)):
+        with transaction.atomic():
+            StripeEvent.objects.create(stripe_event_id=f"evt_floor_{tag}_{n}", type=payload["type"], payload=payload)
+            OrderItem.objects.filter(pk=item.pk).update(
+                state=ItemState.PAYMENT_REFUND_SUCCEEDED, state_changed_at=timezone.now()
+            )
+    return time.perf_counter() - started
+
+
+def run_service_only(pairs, tag: str) -> float:
+    """The part of the endpoint's work done by the shared refund service: lock the refund row,
+    then `services.record_stripe_refund` (order lock, refund row, items, audit), one transaction
+    per event. No HTTP, no signature, no event row."""
+    from django.db import transaction
+    from django.utils import timezone
+
+    from refunds import services
+    from refunds.gateway import StripeRefund
+    from refunds.models import Refund
+    from refunds.transitions import Actor
+
+    answers = [
+        StripeRefund(id=refund.stripe_refund_id, status="succeeded", amount=1000, currency="eur",
+                     payment_intent=None, created=timezone.now())
+        for refund, _ in pairs
+    ]
+    started = time.perf_counter()
+    for n, ((refund, _), answer) in enumerate(zip(pairs, answers)):
+        with transaction.atomic():
+            locked = Refund.objects.select_for_update().get(pk=refund.pk)
+            services.record_stripe_refund(refund=locked, stripe_refund=answer, by=Actor.stripe_event(f"evt_svc_{tag}_{n}"))
+    return time.perf_counter() - started
+
+
+def queries_per_event(fn) -> int:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as captured:
+        fn()
+    return len(captured)
+
+
+def check_applied(pairs) -> None:
+    from refunds.models import ItemState, OrderItem
+
+    moved = OrderItem.objects.filter(pk__in=[i.pk for _, i in pairs], state=ItemState.PAYMENT_REFUND_SUCCEEDED).count()
+    if moved != len(pairs):
+        raise SystemExit(f"only {moved} of {len(pairs)} items moved")
+
+
+def reset_tables():
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "TRUNCATE refunds_itemtransition, refunds_refund_items, refunds_stripeevent, refunds_refund, "
+            "refunds_orderitem, refunds_order RESTART IDENTITY CASCADE"
+        )
+        cursor.execute("VACUUM ANALYZE")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    setup_django(args.database_url)
+    from django.conf import settings
+    from django.db import connection
+
+    reset_tables()
+    # One event of each kind first, to count queries (and warm up imports and connections).
+    warm_pairs = make_refunds(2, "warm")
+    warm_events = signed_events(warm_pairs, "warm")
+    endpoint_q = queries_per_event(lambda: run_endpoint(warm_events[:1]))
+    floor_q = queries_per_event(lambda: run_floor(warm_pairs[1:], warm_events[1:], "warm"))
+    warm_service = make_refunds(1, "warm2")
+    service_q = queries_per_event(lambda: run_service_only(warm_service, "warm"))
+
+    rounds = []
+    for r in range(args.rounds):
+        floor_pairs = make_refunds(args.events, f"f{r}")
+        floor_events = signed_events(floor_pairs, f"f{r}")
+        endpoint_pairs = make_refunds(args.events, f"e{r}")
+        endpoint_events = signed_events(endpoint_pairs, f"e{r}")
+        service_pairs = make_refunds(args.events, f"s{r}")
+        with connection.cursor() as cursor:
+            cursor.execute("VACUUM ANALYZE")
+        # Small blocks in turn, so that a load spike from other processes hits all three alike.
+        floor_s = endpoint_s = service_s = 0.0
+        for start in range(0, args.events, BLOCK):
+            block = slice(start, start + BLOCK)
+            floor_s += run_floor(floor_pairs[block], floor_events[block], f"f{r}_{start}")
+            endpoint_s += run_endpoint(endpoint_events[block])
+            service_s += run_service_only(service_pairs[block], f"s{r}_{start}")
+        for pairs in (floor_pairs, endpoint_pairs, service_pairs):
+            check_applied(pairs)
+        rounds.append((floor_s, endpoint_s, service_s))
+        print(f"round {r + 1}: floor {args.events / floor_s:,.0f}/s, endpoint {args.events / endpoint_s:,.0f}/s, "
+              f"service alone {args.events / service_s:,.0f}/s", flush=True)
+
+    floor_s = statistics.median(f for f, _, _ in rounds)
+    endpoint_s = statistics.median(e for _, e, _ in rounds)
+    service_s = statistics.median(s for _, _, s in rounds)
+    db = settings.DATABASES["default"]
+    print()
+    print(f"database: {connection.vendor} {connection.pg_version if connection.vendor == 'postgresql' else ''} "
+          f"({db['NAME']}), CONN_MAX_AGE={db['CONN_MAX_AGE']}, {args.events:,} events x {args.rounds} rounds, median")
+    print(f"{'':32} | {'events/s':>9} | {'ms/event':>8} | {'queries':>7} | {'ratio':>5}")
+    floor_rate, endpoint_rate = args.events / floor_s, args.events / endpoint_s
+    print(f"{'floor (insert event, update item)':32} | {floor_rate:9,.0f} | {1000 * floor_s / args.events:8.2f} | {floor_q:7} | {1:5.2f}")
+    print(f"{'POST /stripe/webhook/':32} | {endpoint_rate:9,.0f} | {1000 * endpoint_s / args.events:8.2f} | {endpoint_q:7} | {endpoint_rate / floor_rate:5.2f}")
+    service_rate = args.events / service_s
+    print(f"{'  of which record_stripe_refund':32} | {service_rate:9,.0f} | {1000 * service_s / args.events:8.2f} | {service_q:7} | {service_rate / floor_rate:5.2f}")
+    print(f"goal: endpoint >= 0.50 x floor: {'met' if endpoint_rate >= floor_rate / 2 else 'NOT met'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import time
 import tracemalloc
-from datetime import timedelta
 from pathlib import Path
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -39,6 +39,8 @@ def parse_args(argv=None):
     parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_URL))
     parser.add_argument("--batch-size", type=int, default=None, help="default: REFUND_SETTLEMENT_BATCH_SIZE")
     parser.add_argument("--reload", action="store_true", help="load the data again even if it is there")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs of floor and job; medians reported")
+    parser.add_argument("--breakdown", action="store_true", help="one more job run, timing its phases")
     return parser.parse_args(argv)
 
 
@@ -196,12 +198,60 @@ def job_peak_memory(batch_size: int | None) -> tuple[int, int]:
     return peak, moved
 
 
+def job_breakdown(batch_size: int | None) -> dict[str, float]:
+    """Wall time per phase of one job run, by wrapping the functions the job calls."""
+    from django.db.models import QuerySet
+
+    from refunds import services, settlement, transitions
+
+    spent: dict[str, float] = {}
+    patched = [
+        (settlement, "items_due_for_settlement", "select … for update skip locked"),
+        (services, "latest_refund_ids", "latest refund per item"),
+        (settlement, "_share_lock_refunds", "key-share lock on refunds"),
+        (transitions, "run_transition", "django-fsm transitions + audit objects"),
+        (QuerySet, "update", "UPDATE items"),
+        (QuerySet, "bulk_create", "bulk_create audit rows"),
+    ]
+    originals = [(owner, name, getattr(owner, name)) for owner, name, _ in patched]
+
+    def timed(label, function):
+        def wrapper(*args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                spent[label] = spent.get(label, 0.0) + time.perf_counter() - started
+        return wrapper
+
+    for owner, name, label in patched:
+        setattr(owner, name, timed(label, getattr(owner, name)))
+    try:
+        # The item query runs when the batch is listed, not when it is built: time the listing.
+        QuerySet._fetch_all, original_fetch = timed("select … for update skip locked", QuerySet._fetch_all), QuerySet._fetch_all
+        try:
+            total, _ = run_job(batch_size)
+        finally:
+            QuerySet._fetch_all = original_fetch
+    finally:
+        for owner, name, function in originals:
+            setattr(owner, name, function)
+    # The latest-refund and lock queries are also listed through _fetch_all: count them once.
+    spent["select … for update skip locked"] -= spent.get("latest refund per item", 0.0)
+    spent["total"] = total
+    return spent
+
+
 def check_audit(expected: int):
     from refunds.models import ItemTransition
 
     rows = ItemTransition.objects.filter(transition="confirm_refund")
     assert rows.count() == expected, (rows.count(), expected)
     assert not rows.filter(refund__isnull=True).exists()
+
+
+def fmt(runs: list[float]) -> str:
+    return ", ".join(f"{seconds:.2f}" for seconds in runs)
 
 
 def main(argv=None):
@@ -220,16 +270,26 @@ def main(argv=None):
         version = cursor.fetchone()[0]
     print(f"PostgreSQL {version}; {items:,} items, {due:,} due; batch size {batch_size:,}")
 
-    reset(due_every=10)
-    assert due_count() == due
-    floor_seconds, moved = run_floor()
-    assert moved == due
-    check_audit(due)
+    floor_runs, job_runs = [], []
+    for _ in range(args.repeats):
+        reset(due_every=10)
+        assert due_count() == due
+        seconds, moved = run_floor()
+        assert moved == due
+        check_audit(due)
+        floor_runs.append(seconds)
 
-    reset(due_every=10)
-    job_seconds, moved = run_job(args.batch_size)
-    assert moved == due
-    check_audit(due)
+        reset(due_every=10)
+        seconds, moved = run_job(args.batch_size)
+        assert moved == due
+        check_audit(due)
+        job_runs.append(seconds)
+    floor_seconds, job_seconds = statistics.median(floor_runs), statistics.median(job_runs)
+
+    breakdown = {}
+    if args.breakdown:
+        reset(due_every=10)
+        breakdown = job_breakdown(args.batch_size)
 
     reset(due_every=10)
     peak_all, moved_all = job_peak_memory(args.batch_size)
@@ -238,9 +298,15 @@ def main(argv=None):
     assert (moved_all, moved_tenth) == (due, due // 10)
     reset(due_every=10)
 
+    print(f"median of {args.repeats} run(s); all runs: floor {fmt(floor_runs)} s, job {fmt(job_runs)} s")
     print(f"floor (UPDATE + INSERT … SELECT): {floor_seconds:8.2f} s")
     print(f"finalize_due_refunds():          {job_seconds:8.2f} s   ({due / job_seconds:,.0f} items/s)")
     print(f"ratio job / floor:               {job_seconds / floor_seconds:8.2f} ×   (goal ≤ 3×)")
+    if breakdown:
+        total = breakdown.pop("total")
+        print(f"one more job run, by phase ({total:.2f} s in all):")
+        for label, seconds in breakdown.items():
+            print(f"  {label:<42} {seconds:7.2f} s")
     print(f"peak memory (tracemalloc), {due:>9,} due: {peak_all / 2**20:6.2f} MiB")
     print(f"peak memory (tracemalloc), {due // 10:>9,} due: {peak_tenth / 2**20:6.2f} MiB")
     print(f"peak memory ratio:                      {peak_all / peak_tenth:6.2f} ×   (goal ≈ 1×)")

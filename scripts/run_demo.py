@@ -35,6 +35,7 @@ STATE_FILE = VAR_DIR / "demo.json"  # also read by `manage.py stripe_trigger`
 PYTHON = sys.executable
 STOP_TIMEOUT_SECONDS = 15
 START_TIMEOUT_SECONDS = 60
+STOPPED_LAST = ("stripe",)  # the others call it
 
 
 class Shutdown(Exception):
@@ -76,21 +77,24 @@ class Supervisor:
         return None
 
     def stop_all(self) -> None:
+        """Stop every child: first the web server, worker and beat, then what they call (the
+        Stripe emulator), so a task half-way through its Stripe call can finish it."""
         self.stopping = True
-        # Beat first (no new jobs), then the worker (finishes its task), then web, then Stripe.
-        # SIGTERM to each leader only: the Celery worker then stops its own pool children after
-        # their current task (a SIGTERM to the whole group would kill a task half-way).
-        for process in reversed(list(self.processes.values())):
-            if process.poll() is None:
-                process.terminate()
         started = time.monotonic()
         deadline = started + STOP_TIMEOUT_SECONDS
-        for name, process in self.processes.items():
-            try:
-                code = process.wait(timeout=max(0.1, deadline - time.monotonic()))
-                print(f"run_demo: {name} stopped (exit code {code}) after {time.monotonic() - started:.1f} s", flush=True)
-            except subprocess.TimeoutExpired:
-                print(f"run_demo: {name} still running after {STOP_TIMEOUT_SECONDS} s: killed", flush=True)
+        last = [name for name in self.processes if name in STOPPED_LAST]
+        for group in ([name for name in self.processes if name not in last], last):
+            # SIGTERM to each leader only: the Celery worker then stops its own pool children
+            # after their current task (SIGTERM to the whole group would kill it half-way).
+            for name in group:
+                if self.processes[name].poll() is None:
+                    self.processes[name].terminate()
+            for name in group:
+                try:
+                    code = self.processes[name].wait(timeout=max(0.1, deadline - time.monotonic()))
+                    print(f"run_demo: {name} stopped (exit code {code}) after {time.monotonic() - started:.1f} s", flush=True)
+                except subprocess.TimeoutExpired:
+                    print(f"run_demo: {name} still running after {STOP_TIMEOUT_SECONDS} s: killed", flush=True)
         # Whatever is left, in any of the groups (a pool child whose parent is gone), is killed.
         for process in self.processes.values():
             _signal_group(process.pid, signal.SIGKILL)

@@ -31,6 +31,7 @@ from .transitions import Actor
 logger = logging.getLogger(__name__)
 
 ERROR_TEXT_LIMIT = 10_000
+BIGINT_MAX = 2**63 - 1
 
 
 class InvalidEvent(ValueError):
@@ -238,7 +239,7 @@ def _locked_refund_for(stripe_refund: StripeRefund) -> Refund | None:
     if refund is not None:
         return refund
     oms_refund_id = stripe_refund.oms_refund_id
-    if oms_refund_id is None:
+    if oms_refund_id is None or oms_refund_id > BIGINT_MAX:  # metadata anyone can type in the Dashboard
         return None
     refund = Refund.objects.select_for_update().filter(pk=oms_refund_id).first()
     if refund is None:

@@ -6,11 +6,11 @@ import time
 
 import pytest
 
-from refunds.models import ItemState, Order, Refund, RefundOrigin, RefundStatus, StripeEvent
+from refunds.gateway import StripeRefund
+from refunds.models import ItemState, Refund, RefundOrigin, RefundStatus, StripeEvent
 from refunds.planning import preview_refunds
 
-from .factories import paid_order_with_items
-from .stripe_payloads import charge_object, deliver, event, refund_object, refund_object_for, signed_by_many, body_of
+from .stripe_payloads import body_of, charge_object, deliver, event, refund_object, refund_object_for, signed_by_many
 from .webhook_scenarios import force_state, requested_refund, states, stripe_event_transitions, submitted_refund
 
 pytestmark = pytest.mark.django_db
@@ -156,6 +156,15 @@ def test_metadata_with_another_idempotency_key_is_not_our_refund(client, paid_or
     assert Refund.objects.get(stripe_refund_id="re_other_install").origin == RefundOrigin.STRIPE_DASHBOARD
 
 
+def test_a_dashboard_refund_with_a_refund_id_too_big_for_the_database_in_its_metadata_is_recorded(client, paid_order):
+    obj = refund_object(id="re_typed", status="succeeded", amount=100, payment_intent=paid_order.stripe_payment_intent_id,
+                        metadata={"oms_refund_id": "9" * 30})
+
+    assert deliver(client, event("refund.created", obj)).status_code == 200
+
+    assert Refund.objects.get(stripe_refund_id="re_typed").origin == RefundOrigin.STRIPE_DASHBOARD
+
+
 def test_a_second_stripe_refund_naming_a_refund_that_has_one_does_not_take_it_over(client, pending_refund):
     obj = refund_object_for(pending_refund, id="re_second_one", status="failed")
 
@@ -197,7 +206,7 @@ def test_a_newer_event_overrides_an_older_one_applied_before_it(client, pending_
 def test_on_a_tie_stripe_is_asked_and_its_answer_applied(client, pending_refund, fake_stripe, stripe_says_now):
     now = int(time.time())
     obj = refund_object_for(pending_refund, status=stripe_says_now)
-    fake_stripe.refunds[obj["id"]] = fake_stripe_refund(obj)
+    fake_stripe.refunds[obj["id"]] = StripeRefund.from_stripe(obj)
     first = event("refund.updated", refund_object_for(pending_refund, status="succeeded"), created=now)
     second = event("refund.updated", refund_object_for(pending_refund, status="failed"), created=now)
 
@@ -205,12 +214,6 @@ def test_on_a_tie_stripe_is_asked_and_its_answer_applied(client, pending_refund,
     deliver(client, second)
 
     assert set(states(pending_refund.items.all())) == {SUCCEEDED if stripe_says_now == "succeeded" else FAILED}
-
-
-def fake_stripe_refund(obj):
-    from refunds.gateway import StripeRefund
-
-    return StripeRefund.from_stripe(obj)
 
 
 def test_a_failure_after_the_settlement_period_moves_refunded_items_to_failed(client, pending_refund):

@@ -11,7 +11,7 @@ import pytest
 from django.db import close_old_connections, connection
 from django.test import Client
 
-from refunds import services
+from refunds import gateway, services
 from refunds.models import ItemState, Refund, RefundOrigin, StripeEvent
 
 from .conftest import skip_unless_postgres
@@ -137,7 +137,7 @@ def test_two_events_about_one_new_dashboard_refund_at_once_record_it_once(paid_o
 
 
 def test_a_webhook_arriving_while_submit_refund_talks_to_stripe_waits_and_sees_the_stripe_id(
-    paid_order, back_office_user, fake_stripe
+    paid_order, back_office_user, fake_stripe, monkeypatch
 ):
     """submit_refund holds the refund's row lock during the Stripe call; the webhook, matched by
     metadata, waits for it and then applies on top of what it saved."""
@@ -152,11 +152,7 @@ def test_a_webhook_arriving_while_submit_refund_talks_to_stripe_waits_and_sees_t
         assert answer.wait(30)
         return created
 
-    fake_stripe.create_refund = slow_create
-    from refunds import gateway
-
-    gateway_create = gateway.create_refund
-    gateway.create_refund = slow_create
+    monkeypatch.setattr(gateway, "create_refund", slow_create)
     results = {}
 
     def submit():
@@ -187,7 +183,6 @@ def test_a_webhook_arriving_while_submit_refund_talks_to_stripe_waits_and_sees_t
         receiver.join(60)
     finally:
         answer.set()
-        gateway.create_refund = gateway_create
 
     assert results == {"submit": "succeeded", "webhook": 200}
     refund.refresh_from_db()

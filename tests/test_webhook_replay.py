@@ -8,6 +8,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from refunds import services
+from refunds.gateway import StripeRefund
 from refunds.models import ItemState, StripeEvent
 from refunds.webhooks import process_event
 
@@ -70,18 +71,12 @@ def test_process_event_that_fails_again_keeps_the_new_error_and_raises(client, p
 def test_reprocessing_an_applied_event_changes_nothing_more(client, pending_refund, fake_stripe):
     evt = event("refund.updated", refund_object_for(pending_refund, status="succeeded"))
     deliver(client, evt)
-    fake_stripe.refunds["re_replay"] = fake_stripe_refund(pending_refund, "succeeded")
+    fake_stripe.refunds["re_replay"] = StripeRefund.from_stripe(refund_object_for(pending_refund, status="succeeded"))
 
     process_event(StripeEvent.objects.get())
 
     assert set(states(pending_refund.items.all())) == {ItemState.PAYMENT_REFUND_SUCCEEDED}
     assert stripe_event_transitions().count() == pending_refund.items.count()  # from the first delivery only
-
-
-def fake_stripe_refund(refund, status):
-    from refunds.gateway import StripeRefund
-
-    return StripeRefund.from_stripe(refund_object_for(refund, status=status))
 
 
 def test_replay_failed_applies_every_failed_event_in_stripe_order(client, pending_refund, failing_apply):

@@ -1,6 +1,8 @@
-"""A one-line progress bar for operators' commands, drawn only on a terminal."""
+"""Output helpers for operators' commands: a progress bar drawn only on a terminal, durations."""
 
 from __future__ import annotations
+
+from datetime import timedelta
 
 
 def _plain(text: str) -> str:
@@ -19,6 +21,7 @@ class ProgressBar:
         self.enabled = enabled and self.total > 0
         self.done = 0
         self._drawn = -1
+        self._closed = False
 
     @classmethod
     def for_command(cls, command, total: int, *, label: str, threshold: int = PROGRESS_THRESHOLD) -> ProgressBar:
@@ -36,7 +39,21 @@ class ProgressBar:
             bar = "#" * filled + "." * (self.width - filled)
             self.stream.write(f"\r{self.label} [{bar}] {self.done:,}/{self.total:,} {percent:3d}%", style_func=_plain, ending="")
             self.stream.flush()
+            if percent == 100:
+                self.close()  # end the line before anything else is printed
 
     def close(self) -> None:
-        if self.enabled and self._drawn >= 0:
-            self.stream.write("", style_func=_plain)  # end the bar's line
+        if self.enabled and self._drawn >= 0 and not self._closed:
+            self._closed = True
+            self.stream.write("", style_func=_plain)
+
+
+def duration_text(duration: timedelta) -> str:
+    """`7 days`, `1 hour`, `5 minutes`, `1 day 12 hours`: a settings period as people say it."""
+    minutes = round(duration.total_seconds() / 60)
+    parts = []
+    for unit, size in (("day", 24 * 60), ("hour", 60), ("minute", 1)):
+        count, minutes = divmod(minutes, size)
+        if count:
+            parts.append(f"{count} {unit}{'' if count == 1 else 's'}")
+    return " ".join(parts) or f"{duration.total_seconds():g} seconds"

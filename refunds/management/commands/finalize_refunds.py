@@ -3,7 +3,7 @@ from django.core.management.base import BaseCommand
 from django.db.models import Count, Sum
 
 from refunds import settlement
-from refunds.management.progress import ProgressBar
+from refunds.management.console import ProgressBar, duration_text
 from refunds.money import format_money
 
 SHOWN = 20
@@ -25,7 +25,7 @@ class Command(BaseCommand):
         total = due.count()
         self.stdout.write(
             f"{total:,} item(s) in payment refund succeeded since before {cutoff:%Y-%m-%d %H:%M %Z} "
-            f"(settlement period {settings.REFUND_SETTLEMENT_PERIOD})"
+            f"(settlement period {duration_text(settings.REFUND_SETTLEMENT_PERIOD)})"
             + (" would move to payment refunded." if dry_run else ".")
         )
         if dry_run:

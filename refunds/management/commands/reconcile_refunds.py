@@ -2,7 +2,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 
 from refunds import settlement
-from refunds.management.progress import ProgressBar
+from refunds.management.console import ProgressBar, duration_text
 
 PROGRESS_THRESHOLD = 20  # each refund is a Stripe call: a bar helps early
 
@@ -25,9 +25,9 @@ class Command(BaseCommand):
         queued_count, pending_count = queued.count(), pending.count()
         verb = "would be" if dry_run else "will be"
         self.stdout.write(
-            f"{queued_count:,} refund(s) queued for more than {settings.REFUND_RECONCILE_QUEUED_AFTER} "
+            f"{queued_count:,} refund(s) queued for more than {duration_text(settings.REFUND_RECONCILE_QUEUED_AFTER)} "
             f"{verb} sent to Stripe again; {pending_count:,} refund(s) pending for more than "
-            f"{settings.REFUND_RECONCILE_PENDING_AFTER} {verb} checked with Stripe (at most {limit:,} of each)."
+            f"{duration_text(settings.REFUND_RECONCILE_PENDING_AFTER)} {verb} checked with Stripe (at most {limit:,} of each)."
         )
         if dry_run:
             for title, refunds in (("send again", queued), ("check with Stripe", pending)):

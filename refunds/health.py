@@ -51,7 +51,7 @@ def check_broker(*, url: str | None = None, transport_options: dict | None = Non
         return Check(True, "filesystem")
     try:
         with app.connection_for_write(url) as connection:
-            connection.ensure_connection(max_retries=1, timeout=BROKER_TIMEOUT_SECONDS)
+            connection.ensure_connection(max_retries=1, interval_start=0, timeout=BROKER_TIMEOUT_SECONDS)
             connection.default_channel  # a Redis channel PINGs the server
             transport = connection.transport_cls
     except Exception as error:  # Kombu raises the transport's own errors

@@ -100,7 +100,10 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "loggers": {"refunds": {"handlers": ["console"], "level": os.environ.get("REFUNDS_LOG_LEVEL", "INFO")}},
+    # The handler sits on the root logger only: a Celery worker replaces the root's handlers
+    # with its own, so each line is printed once there too.
+    "root": {"handlers": ["console"], "level": "WARNING"},
+    "loggers": {"refunds": {"level": os.environ.get("REFUNDS_LOG_LEVEL", "INFO")}},
 }
 
 # --- Stripe -------------------------------------------------------------------------------

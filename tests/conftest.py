@@ -80,11 +80,12 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def localstripe_url():
-    """A localstripe process on 127.0.0.1 for the whole session."""
+def localstripe_url(tmp_path_factory):
+    """A localstripe process on 127.0.0.1 for the whole session, with a store of its own."""
     port = free_port()
+    store = tmp_path_factory.mktemp("localstripe") / "store.pickle"
     process = subprocess.Popen(
-        [sys.executable, "-m", "refunds.stripe_emulator", "--port", str(port), "--from-scratch"],
+        [sys.executable, "-m", "refunds.stripe_emulator", "--port", str(port), "--from-scratch", "--store", str(store)],
         stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
     )
     deadline = time.monotonic() + 20

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from functools import partial
 
 from django.db import transaction
-from django.db.models import Max
+from django.db.models import Max, OuterRef, Subquery
 from django.utils import timezone
 from django_fsm import can_proceed
 
@@ -87,6 +87,11 @@ def request_refund(
     return refunds
 
 
+# The fields of a refund that apply_refund_status and its callers write.
+STRIPE_VIEW_FIELDS = [
+    "status", "status_changed_at", "failure_reason", "stripe_refund_id", "stripe_event_created_at", "last_error",
+]
+
 # Which transition a Stripe refund status fires on the items it covers (DESIGN.md §1).
 STATUS_TRANSITIONS = {
     RefundStatus.SUCCEEDED: "refund_succeeded",
@@ -106,25 +111,39 @@ def apply_refund_status(*, refund: Refund, status: str, by: Actor, failure_reaso
     """
     if status not in STATUS_TRANSITIONS:
         raise ValueError(f"unknown Stripe refund status {status!r}")
-    with transaction.atomic():
-        Order.objects.select_for_update().filter(pk=refund.order_id).get()
+    # No savepoint: callers run this inside their own transaction, and an error aborts it whole.
+    with transaction.atomic(savepoint=False):
+        if refund.origin != RefundOrigin.BACK_OFFICE:
+            # A Dashboard refund has no items to lock; its status changes what request_refund may
+            # still refund, which it reads under the order's lock.
+            Order.objects.select_for_update().filter(pk=refund.order_id).get()
         if refund.status != status:
             refund.status = status
             refund.status_changed_at = timezone.now()
         failed = status in (RefundStatus.FAILED, RefundStatus.CANCELED)
         refund.failure_reason = (failure_reason or status) if failed else ""
-        refund.save()
+        # Only what Stripe's word (and the callers before us) may change on the row.
+        refund.save(update_fields=STRIPE_VIEW_FIELDS)
 
         transition = STATUS_TRANSITIONS[status]
         if transition is None or refund.origin != RefundOrigin.BACK_OFFICE:
             return []
-        items = list(OrderItem.objects.select_for_update().filter(refunds=refund).order_by("pk"))
-        latest = latest_refund_ids([item.pk for item in items])
-        movable = [
-            item for item in items
-            if latest.get(item.pk) == refund.pk and _can_fire(item, transition)
-        ]
+        # The items' row locks serialize this with request_refund, which locks every item of
+        # the order before it reads the order's refunds.
+        items = list(
+            OrderItem.objects.select_for_update(of=("self",))
+            .filter(refunds=refund)
+            .annotate(latest_refund_id=Subquery(_latest_refund_of_item))
+            .order_by("pk")
+        )
+        movable = [item for item in items if item.latest_refund_id == refund.pk and _can_fire(item, transition)]
         return transition_items(movable, transition, by=by, refund=refund)
+
+
+# An item's newest refund (ids grow with creation), as a subquery on OrderItem.
+_latest_refund_of_item = (
+    Refund.items.through.objects.filter(orderitem_id=OuterRef("pk")).order_by("-refund_id").values("refund_id")[:1]
+)
 
 
 def latest_refund_ids(item_ids: list[int]) -> dict[int, int]:
@@ -194,6 +213,10 @@ def submit_refund(*, refund_id: int) -> Refund:
                     reason=refund.reason,
                 )
             refund.last_error = ""
+            if refund.stripe_event_created_at is None:
+                # Stripe's answer is at least as new as the refund itself: an event older than
+                # that cannot say more, and one of the same second is checked with Stripe.
+                refund.stripe_event_created_at = answer.created
             record_stripe_refund(refund=refund, stripe_refund=answer, by=Actor.stripe_api())
             logger.info("refund %s sent to Stripe as %s: %s", refund.pk, answer.id, answer.status)
             return refund

@@ -113,26 +113,41 @@ def receive_event(payload: dict) -> Receipt:
     # Why one transaction, insert first: the unique event id is the lock. A second delivery
     # of the same event, even one arriving at the same moment on another connection, blocks
     # on this row until we commit and then fails with IntegrityError: "already seen". The
-    # changes run in a savepoint inside, so an error undoes them but the event is still
-    # committed, with its error, for the Back Office and the next delivery. If the process
-    # dies here, nothing is stored and Stripe's retry starts afresh.
+    # event is inserted as processed; if applying fails, the whole transaction rolls back and
+    # the event is stored again, on its own, with the error (for the Back Office, and for the
+    # next delivery, which applies it). No savepoints on the common path: each is a round trip.
     try:
         with transaction.atomic():
-            event = StripeEvent.objects.create(stripe_event_id=event_id, type=payload["type"], payload=payload)
-            failure = _apply_keeping_outcome(event)
-    except IntegrityError:
+            event = StripeEvent.objects.create(
+                stripe_event_id=event_id, type=payload["type"], payload=payload, processed_at=timezone.now()
+            )
+            refund = _apply(event)
+            if refund is not None:
+                event.refund = refund
+                event.save(update_fields=["refund"])
+    except IntegrityError as error:
         event = StripeEvent.objects.filter(stripe_event_id=event_id).first()
         if event is None:
-            raise  # not a duplicate event id: a real integrity problem
+            _store_failed(payload, error)
+            raise
         if event.processed_at is not None:
             logger.info("stripe event %s (%s) delivered again: already applied", event_id, event.type)
             return Receipt(event=event, duplicate=True)
         # Stored by an earlier delivery whose applying failed: this delivery applies it.
         _process(event, again=False)
         return Receipt(event=event, duplicate=False)
-    if failure is not None:
-        raise failure
+    except Exception as error:
+        _store_failed(payload, error)
+        raise
     return Receipt(event=event, duplicate=False)
+
+
+def _store_failed(payload: dict, error: Exception) -> None:
+    logger.error("stripe event %s (%s) could not be applied", payload["id"], payload["type"], exc_info=error)
+    StripeEvent.objects.get_or_create(
+        stripe_event_id=payload["id"],
+        defaults={"type": payload["type"], "payload": payload, "error": _describe(error)},
+    )
 
 
 def process_event(event: StripeEvent) -> None:

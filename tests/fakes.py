@@ -42,7 +42,7 @@ class FakeStripe:
             amount=amount,
             currency="eur",
             payment_intent=payment_intent,
-            created=timezone.now(),
+            created=timezone.now().replace(microsecond=0),  # Stripe's `created` is whole seconds
             failure_reason=self.next_failure_reason,
             metadata=dict(metadata),
         )

@@ -262,6 +262,7 @@ def test_check_status_needs_the_refund_permission(client, paid_order, back_offic
 def unapplied_event(paid_order, back_office_user, fake_stripe):
     """A refund.updated saying 'succeeded' that was stored but not applied (e.g. failed before)."""
     refund = sent_refund([paid_order.items.first()], user=back_office_user, fake_stripe=fake_stripe, status="pending")
+    fake_stripe.set_status(refund.stripe_refund_id, "succeeded")  # what Stripe says by the time the event is read
     payload = stripe_payloads.event("refund.updated", stripe_payloads.refund_object_for(refund, status="succeeded"))
     return StripeEvent.objects.create(
         stripe_event_id=payload["id"], type=payload["type"], payload=payload, error="OperationalError: database is locked"

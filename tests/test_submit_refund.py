@@ -184,3 +184,18 @@ def test_a_late_word_about_an_old_refund_does_not_move_items_a_newer_refund_hand
     assert moved == []
     assert Refund.objects.get(pk=old.pk).status == RefundStatus.SUCCEEDED
     assert item_states(retry) == {ItemState.PAYMENT_REFUND_PENDING}
+
+
+def test_an_event_older_than_stripes_answer_to_the_submission_changes_nothing(queued_refund, fake_stripe, client):
+    from .stripe_payloads import deliver, event, refund_object_for
+
+    submit_refund.delay(queued_refund.pk)  # Stripe answers: succeeded
+    queued_refund.refresh_from_db()
+    older = int(queued_refund.stripe_event_created_at.timestamp()) - 5
+    stale = event("refund.created", refund_object_for(queued_refund, status="pending"), created=older)
+
+    assert deliver(client, stale).status_code == 200
+
+    queued_refund.refresh_from_db()
+    assert queued_refund.status == RefundStatus.SUCCEEDED
+    assert item_states(queued_refund) == {ItemState.PAYMENT_REFUND_SUCCEEDED}

@@ -102,8 +102,7 @@ def _share_lock_refunds(refund_ids: set[int]) -> dict[int, Refund]:
         return Refund.objects.only("pk").in_bulk(refund_ids)
     # FOR KEY SHARE is what PostgreSQL's foreign-key check takes at commit; it conflicts only
     # with FOR UPDATE (services lock refunds that way), not with another settlement run.
-    # Django's select_for_update cannot ask for it. (The cast keeps the primary key index in
-    # use: an untyped list of ints arrives as numeric[], and the planner then scans the table.)
+    # Django's select_for_update cannot ask for it.
     locked = Refund.objects.raw(
         f'SELECT id FROM "{Refund._meta.db_table}" WHERE id = ANY(%s::bigint[]) FOR KEY SHARE SKIP LOCKED',
         [sorted(refund_ids)],

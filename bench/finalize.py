@@ -219,7 +219,7 @@ def job_breakdown(batch_size: int | None) -> dict[str, float]:
         (settlement, "_share_lock_refunds", "key-share lock on refunds"),
         (transitions, "run_transition", "django-fsm transitions + audit objects"),
         (QuerySet, "update", "UPDATE items"),
-        (QuerySet, "bulk_create", "bulk_create audit rows"),
+        (transitions, "write_log", "INSERT audit rows"),
     ]
     originals = [(owner, name, getattr(owner, name)) for owner, name, _ in patched]
 

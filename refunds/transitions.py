@@ -1,9 +1,9 @@
 """Running one OMS transition over many items: in memory through the FSM, then two writes.
 
 Each item's transition method runs as django-fsm defines it (source states checked, signals
-sent), then the items are written with one `UPDATE` and their audit rows with one
-`bulk_create` (in batches of 500 rows), so the number of queries does not grow with the number
-of items. Callers hold the items' row locks (`select_for_update`) inside `transaction.atomic()`.
+sent), then the items are written with one `UPDATE` and their audit rows with one `INSERT`
+(on SQLite, `bulk_create` in batches), so the number of queries does not grow with the
+number of items. Callers hold the items' row locks (`select_for_update`) inside `transaction.atomic()`.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from django.contrib.auth.models import AbstractBaseUser
+from django.db import connection
 from django.utils import timezone
 
 from .models import ItemTransition, OrderItem, Refund
@@ -50,38 +51,35 @@ class Actor:
         return cls(label="reconciliation job")
 
 
+@dataclass(frozen=True)
+class Fired:
+    """One item's transition, as its audit row will record it."""
+
+    item: OrderItem
+    from_state: str
+    refund: Refund | None
+
+
 def run_transition(
     items: Iterable[OrderItem],
     transition: str,
     *,
-    by: Actor,
     refund: Refund | None = None,
     refund_of: Mapping[int, Refund | None] | None = None,
-) -> list[ItemTransition]:
-    """Fire `transition` on every item in memory and return the audit rows, unsaved.
+) -> list[Fired]:
+    """Fire `transition` on every item in memory (django-fsm checks each source state).
 
     `refund_of` (item id → refund) names each item's refund when the items belong to
     different refunds, as in the settlement job; otherwise every row gets `refund`.
     """
     at = timezone.now()
-    log = []
+    fired = []
     for item in items:
         source = item.state
         getattr(item, transition)()
         item.state_changed_at = at  # one batch, one moment: lets the write be a single UPDATE
-        log.append(
-            ItemTransition(
-                item=item,
-                refund=refund if refund_of is None else refund_of.get(item.pk),
-                transition=transition,
-                from_state=source,
-                to_state=item.state,
-                at=item.state_changed_at,
-                by_user=by.user,
-                by=by.label[:255],
-            )
-        )
-    return log
+        fired.append(Fired(item, source, refund if refund_of is None else refund_of.get(item.pk)))
+    return fired
 
 
 def transition_items(
@@ -96,13 +94,49 @@ def transition_items(
     items = list(items)
     if not items:
         return items
-    log = run_transition(items, transition, by=by, refund=refund, refund_of=refund_of)
+    fired = run_transition(items, transition, refund=refund, refund_of=refund_of)
     # A transition has one target state and the batch one timestamp, so a plain UPDATE writes
     # them all; bulk_update's CASE per row is several times slower.
     at = items[0].state_changed_at
-    for target in {item.state for item in items}:
-        pks = [item.pk for item in items if item.state == target]
-        for start in range(0, len(pks), UPDATE_CHUNK):
-            OrderItem.objects.filter(pk__in=pks[start:start + UPDATE_CHUNK]).update(state=target, state_changed_at=at)
-    ItemTransition.objects.bulk_create(log, batch_size=BULK_BATCH_SIZE)
+    target = items[0].state
+    pks = [item.pk for item in items]
+    for start in range(0, len(pks), UPDATE_CHUNK):
+        OrderItem.objects.filter(pk__in=pks[start:start + UPDATE_CHUNK]).update(state=target, state_changed_at=at)
+    write_log(fired, transition=transition, to_state=target, at=at, by=by)
     return items
+
+
+def write_log(fired: list[Fired], *, transition: str, to_state: str, at, by: Actor) -> None:
+    """Insert the audit rows: on PostgreSQL one INSERT … SELECT over three arrays (what varies
+    per row), which is several times faster than bulk_create's parameters per field."""
+    if connection.vendor == "postgresql":
+        table = connection.ops.quote_name(ItemTransition._meta.db_table)
+        columns = ", ".join(
+            connection.ops.quote_name(ItemTransition._meta.get_field(name).column)
+            for name in ("item", "refund", "from_state", "transition", "to_state", "at", "by_user", "by")
+        )
+        with connection.cursor() as cursor:
+            for start in range(0, len(fired), UPDATE_CHUNK):
+                chunk = fired[start:start + UPDATE_CHUNK]
+                cursor.execute(
+                    f"INSERT INTO {table} ({columns}) "
+                    f"SELECT u.item_id, u.refund_id, u.from_state, %s::varchar, %s::varchar, %s::timestamptz, %s::bigint, %s::varchar "
+                    f"FROM unnest(%s::bigint[], %s::bigint[], %s::varchar[]) AS u(item_id, refund_id, from_state)",
+                    [
+                        transition, to_state, at, by.user.pk if by.user else None, by.label[:255],
+                        [f.item.pk for f in chunk],
+                        [f.refund.pk if f.refund else None for f in chunk],
+                        [f.from_state for f in chunk],
+                    ],
+                )
+        return
+    ItemTransition.objects.bulk_create(
+        [
+            ItemTransition(
+                item=f.item, refund=f.refund, transition=transition, from_state=f.from_state, to_state=to_state,
+                at=at, by_user=by.user, by=by.label[:255],
+            )
+            for f in fired
+        ],
+        batch_size=BULK_BATCH_SIZE,
+    )

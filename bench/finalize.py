@@ -24,12 +24,11 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import time
 import tracemalloc
-from pathlib import Path
 
-BASE_DIR = Path(__file__).resolve().parent.parent
+import benchdb  # bench/, beside this script
+
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/settle_bench"
 ITEMS_PER_ORDER = 2
 
@@ -46,27 +45,9 @@ def parse_args(argv=None):
 
 
 def setup_django(database_url: str):
-    os.environ["DATABASE_URL"] = database_url
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "refunds_project.settings")
-    os.environ.setdefault("REFUNDS_LOG_LEVEL", "WARNING")
-    sys.path.insert(0, str(BASE_DIR))
-    import django
-    import psycopg
-
-    name = database_url.rsplit("/", 1)[1]
-    admin_url = database_url.rsplit("/", 1)[0] + "/postgres"
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
-            conn.execute(f'CREATE DATABASE "{name}"')
-        # The data fits in memory (on SSD in production): with the default random_page_cost
-        # of 4 the planner prefers scanning whole tables to a thousand index lookups per batch.
-        conn.execute(f'ALTER DATABASE "{name}" SET random_page_cost = 1.1')
-    django.setup()
-    from django.conf import settings
-    from django.core.management import call_command
-
-    settings.DEBUG = False  # Django keeps every query in memory under DEBUG
-    call_command("migrate", verbosity=0)
+    # The data fits in memory (on SSD in production): with the default random_page_cost
+    # of 4 the planner prefers scanning whole tables to a thousand index lookups per batch.
+    benchdb.setup_django(database_url, random_page_cost=1.1)
 
 
 def load(orders: int, *, reload: bool):

@@ -27,11 +27,10 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import time
-from pathlib import Path
 
-BASE_DIR = Path(__file__).resolve().parent.parent
+import benchdb  # bench/, beside this script
+
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/webhook_bench"
 SECRET = "whsec_bench_secret"
 BLOCK = 50
@@ -46,26 +45,10 @@ def parse_args(argv=None):
 
 
 def setup_django(database_url: str):
-    os.environ["DATABASE_URL"] = database_url
     os.environ["STRIPE_WEBHOOK_SECRET"] = SECRET
+    # Persistent connections, as a production server keeps them.
     os.environ.setdefault("DATABASE_CONN_MAX_AGE", "600")
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "refunds_project.settings")
-    os.environ.setdefault("REFUNDS_LOG_LEVEL", "WARNING")
-    sys.path.insert(0, str(BASE_DIR))
-    import django
-    import psycopg
-
-    name = database_url.rsplit("/", 1)[1]
-    admin_url = database_url.rsplit("/", 1)[0] + "/postgres"
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
-            conn.execute(f'CREATE DATABASE "{name}"')
-    django.setup()
-    from django.conf import settings
-    from django.core.management import call_command
-
-    settings.DEBUG = False  # Django keeps every query in memory under DEBUG
-    call_command("migrate", verbosity=0)
+    benchdb.setup_django(database_url)
 
 
 def make_refunds(count: int, tag: str):

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from django.contrib import admin
 
+from ..models import ItemTransition
+from . import display
+
 
 class ReadOnlyAdmin(admin.ModelAdmin):
     """View-only pages: the state and the money change only through services, and a form that
@@ -35,6 +38,23 @@ class ReadOnlyInline(admin.TabularInline):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+class TransitionLogInline(ReadOnlyInline):
+    """The audit log (`ItemTransition`) under an item or a refund, states by their OMS labels."""
+
+    model = ItemTransition
+    show_change_link = False
+    classes = ["oms-log-inline"]
+    verbose_name = "transition"
+
+    @admin.display(description="from")
+    def from_display(self, entry):
+        return display.state_label(entry.from_state)
+
+    @admin.display(description="to")
+    def to_display(self, entry):
+        return display.state_label(entry.to_state)
 
 
 def has_refund_permission(request) -> bool:

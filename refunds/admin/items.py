@@ -12,33 +12,21 @@ from django.utils.translation import ngettext
 
 from .. import services
 from ..exceptions import RefundError
-from ..models import ItemTransition, OrderItem, Refund
+from ..models import OrderItem, Refund
 from . import display
-from .base import ReadOnlyAdmin, ReadOnlyInline, has_confirm_refund_permission, has_refund_permission
+from .base import ReadOnlyAdmin, TransitionLogInline, has_confirm_refund_permission, has_refund_permission
 from .process_diagram import diagram
 from .refund_flow import refund_with_confirmation
 
 
-class ItemTransitionInline(ReadOnlyInline):
-    model = ItemTransition
+class ItemTransitionInline(TransitionLogInline):
     fk_name = "item"
     fields = ["at", "transition", "from_display", "to_display", "by", "refund"]
     readonly_fields = fields
-    show_change_link = False
-    classes = ["oms-log-inline"]
-    verbose_name = "transition"
     verbose_name_plural = "transition history"
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("refund")
-
-    @admin.display(description="from")
-    def from_display(self, entry):
-        return display.state_label(entry.from_state)
-
-    @admin.display(description="to")
-    def to_display(self, entry):
-        return display.state_label(entry.to_state)
 
 
 def latest_refund(field: str):

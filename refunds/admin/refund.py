@@ -12,10 +12,10 @@ from django.utils.html import format_html_join
 
 from .. import services
 from ..exceptions import StripeGatewayError
-from ..models import ItemTransition, Refund, StripeEvent
+from ..models import Refund, StripeEvent
 from ..transitions import Actor
 from . import display
-from .base import ReadOnlyAdmin, ReadOnlyInline, has_refund_permission
+from .base import ReadOnlyAdmin, ReadOnlyInline, TransitionLogInline, has_refund_permission
 
 
 class StripeEventInline(ReadOnlyInline):
@@ -35,26 +35,14 @@ class StripeEventInline(ReadOnlyInline):
         return display.first_line(event.error)
 
 
-class RefundTransitionInline(ReadOnlyInline):
-    model = ItemTransition
+class RefundTransitionInline(TransitionLogInline):
     fk_name = "refund"
     fields = ["at", "item", "transition", "from_display", "to_display", "by"]
     readonly_fields = fields
-    show_change_link = False
-    classes = ["oms-log-inline"]
-    verbose_name = "transition"
     verbose_name_plural = "items moved by this refund"
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("item__order")
-
-    @admin.display(description="from")
-    def from_display(self, entry):
-        return display.state_label(entry.from_state)
-
-    @admin.display(description="to")
-    def to_display(self, entry):
-        return display.state_label(entry.to_state)
 
 
 @admin.register(Refund)

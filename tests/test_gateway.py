@@ -34,11 +34,14 @@ class FakeStripeServer:
                 status, payload, delay = server.script.pop(0) if server.script else (200, REFUND, 0)
                 time.sleep(delay)
                 data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client timed out and hung up, as the timeout test intends
 
             do_GET = do_POST = _answer
 

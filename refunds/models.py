@@ -194,10 +194,6 @@ class Refund(models.Model):
         return self.stripe_refund_id or f"refund #{self.pk}"
 
     @property
-    def is_live(self) -> bool:
-        return self.status in LIVE_REFUND_STATUSES
-
-    @property
     def amount_display(self) -> str:
         return format_money(self.amount, self.currency)
 

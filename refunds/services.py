@@ -18,7 +18,7 @@ from django_fsm import can_proceed
 from . import gateway
 from .exceptions import NothingToRefund, OrderNotRefundable, RefundError, StripeFinalError, StripeRetryableError
 from .gateway import StripeRefund
-from .models import REFUNDABLE_STATES, ItemState, Order, OrderItem, Refund, RefundOrigin, RefundReason, RefundStatus
+from .models import ItemState, Order, OrderItem, Refund, RefundOrigin, RefundReason, RefundStatus
 from .planning import plan_refunds
 from .transitions import Actor, transition_items
 
@@ -284,7 +284,3 @@ def confirm_refund_now(*, items: Iterable[OrderItem | int], user) -> list[OrderI
         for refund_id, group in by_refund.items():
             transition_items(group, "confirm_refund", by=actor, refund=refunds.get(refund_id))
     return locked
-
-
-def refundable_items(order: Order):
-    return order.items.filter(state__in=REFUNDABLE_STATES)

@@ -44,21 +44,21 @@ def failure_reason_in_words(failure_reason: str) -> str:
     return STRIPE_FAILURE_REASONS.get(failure_reason, failure_reason.replace("_", " "))
 
 
-def state_label(state: str):
-    """The OMS state as a coloured label; the class carries the stored value for styling."""
+def _label(choices, value: str, css: str):
+    """A stored value as its coloured label; the class carries the value for styling."""
     try:
-        label = ItemState(state).label
+        label = choices(value).label
     except ValueError:
-        label = state
-    return format_html('<span class="oms-state oms-state--{}">{}</span>', state, label)
+        label = value
+    return format_html('<span class="{0} {0}--{1}">{2}</span>', css, value, label)
+
+
+def state_label(state: str):
+    return _label(ItemState, state, "oms-state")
 
 
 def refund_status_label(status: str):
-    try:
-        label = RefundStatus(status).label
-    except ValueError:
-        label = status
-    return format_html('<span class="oms-status oms-status--{}">{}</span>', status, label)
+    return _label(RefundStatus, status, "oms-status")
 
 
 def origin_label(origin: str):

@@ -1,36 +1,27 @@
-"""Settings for the refunds OMS, configured from the environment.
+"""Settings for the refunds OMS service, configured from the environment (django-environ).
 
 Every variable has an embedded default so a fresh clone runs on SQLite with no broker
-server; production sets them (see README, "Production").
+server; production sets them (README, "Production"). The demo and the tests use
+`refunds_project.settings_dev`, which adds the development app on top of these.
 """
 
-import os
 from datetime import timedelta
 from pathlib import Path
 
-import dj_database_url
+import environ
 from celery.schedules import crontab
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-VAR_DIR = Path(os.environ.get("REFUNDS_VAR_DIR", BASE_DIR / "var"))
+
+env = environ.Env()
+
+VAR_DIR = Path(env.str("REFUNDS_VAR_DIR", default=str(BASE_DIR / "var")))
 VAR_DIR.mkdir(parents=True, exist_ok=True)
 
-
-def env_bool(name: str, default: bool) -> bool:
-    value = os.environ.get(name)
-    if value is None:
-        return default
-    return value.strip().lower() in {"1", "true", "yes", "on"}
-
-
-def env_list(name: str, default: str) -> list[str]:
-    return [part.strip() for part in os.environ.get(name, default).split(",") if part.strip()]
-
-
-DEBUG = env_bool("DJANGO_DEBUG", True)
-SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "insecure-dev-key-change-me-in-production")
-ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver")
-CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", "")
+DEBUG = env.bool("DJANGO_DEBUG", default=True)
+SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="insecure-dev-key-change-me-in-production")
+ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"])
+CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -59,6 +50,7 @@ WSGI_APPLICATION = "refunds_project.wsgi.application"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
+        # The project's own pages (site branding, error pages); the app's are in its package.
         "DIRS": [BASE_DIR / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
@@ -71,12 +63,8 @@ TEMPLATES = [
     },
 ]
 
-DATABASES = {
-    "default": dj_database_url.parse(
-        os.environ.get("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
-        conn_max_age=int(os.environ.get("DATABASE_CONN_MAX_AGE", "0")),
-    )
-}
+DATABASES = {"default": env.db_url("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=0)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # A file, not ":memory:", so a Celery worker started by a test sees the test database.
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-db.sqlite3")}
@@ -103,41 +91,41 @@ LOGGING = {
     # The handler sits on the root logger only: a Celery worker replaces the root's handlers
     # with its own, so each line is printed once there too.
     "root": {"handlers": ["console"], "level": "WARNING"},
-    "loggers": {"refunds": {"level": os.environ.get("REFUNDS_LOG_LEVEL", "INFO")}},
+    "loggers": {"refunds": {"level": env.str("REFUNDS_LOG_LEVEL", default="INFO")}},
 }
 
 # --- Stripe -------------------------------------------------------------------------------
-STRIPE_SECRET_KEY = os.environ.get("STRIPE_SECRET_KEY", "")
-STRIPE_WEBHOOK_SECRET = os.environ.get("STRIPE_WEBHOOK_SECRET", "")
+STRIPE_SECRET_KEY = env.str("STRIPE_SECRET_KEY", default="")
+STRIPE_WEBHOOK_SECRET = env.str("STRIPE_WEBHOOK_SECRET", default="")
 # Base URL of a Stripe emulator such as localstripe ("http://127.0.0.1:8420"); empty for Stripe.
-STRIPE_API_BASE = os.environ.get("STRIPE_API_BASE", "")
+STRIPE_API_BASE = env.str("STRIPE_API_BASE", default="")
 # Pinned so a Stripe account upgrade cannot change the shape of what we read.
-STRIPE_API_VERSION = os.environ.get("STRIPE_API_VERSION", "2026-10-28.endive")
-STRIPE_TIMEOUT_SECONDS = float(os.environ.get("STRIPE_TIMEOUT_SECONDS", "30"))
+STRIPE_API_VERSION = env.str("STRIPE_API_VERSION", default="2026-10-28.endive")
+STRIPE_TIMEOUT_SECONDS = env.float("STRIPE_TIMEOUT_SECONDS", default=30.0)
 STRIPE_WEBHOOK_TOLERANCE_SECONDS = 300
 # localstripe answers 400 to `reason`; the demo turns this off. The reason is kept on our row either way.
-STRIPE_SEND_REFUND_REASON = env_bool("STRIPE_SEND_REFUND_REASON", True)
+STRIPE_SEND_REFUND_REASON = env.bool("STRIPE_SEND_REFUND_REASON", default=True)
 
 # --- Refund process -----------------------------------------------------------------------
-REFUND_SETTLEMENT_DAYS = float(os.environ.get("REFUND_SETTLEMENT_DAYS", "7"))
+REFUND_SETTLEMENT_DAYS = env.float("REFUND_SETTLEMENT_DAYS", default=7.0)
 REFUND_SETTLEMENT_PERIOD = timedelta(days=REFUND_SETTLEMENT_DAYS)
-if os.environ.get("REFUND_SETTLEMENT_SECONDS"):
+if env.str("REFUND_SETTLEMENT_SECONDS", default=""):
     # The demo (`make run`) settles in seconds, so the whole refund process can be watched.
-    REFUND_SETTLEMENT_PERIOD = timedelta(seconds=float(os.environ["REFUND_SETTLEMENT_SECONDS"]))
+    REFUND_SETTLEMENT_PERIOD = timedelta(seconds=env.float("REFUND_SETTLEMENT_SECONDS"))
 # A refund still "queued" this long after its creation is submitted again by reconcile_refunds.
-REFUND_RECONCILE_QUEUED_AFTER = timedelta(minutes=float(os.environ.get("REFUND_RECONCILE_QUEUED_AFTER_MINUTES", "5")))
+REFUND_RECONCILE_QUEUED_AFTER = timedelta(minutes=env.float("REFUND_RECONCILE_QUEUED_AFTER_MINUTES", default=5.0))
 # A refund "pending" at Stripe this long is fetched from Stripe by reconcile_refunds.
-REFUND_RECONCILE_PENDING_AFTER = timedelta(minutes=float(os.environ.get("REFUND_RECONCILE_PENDING_AFTER_MINUTES", "60")))
+REFUND_RECONCILE_PENDING_AFTER = timedelta(minutes=env.float("REFUND_RECONCILE_PENDING_AFTER_MINUTES", default=60.0))
 # Stripe keeps an idempotency key for 24 hours; older ones are looked up by metadata first.
 STRIPE_IDEMPOTENCY_KEY_TTL = timedelta(hours=24)
 # At most this many refunds of each kind (stale queued, stale pending) per reconcile_refunds run.
-REFUND_RECONCILE_LIMIT = int(os.environ.get("REFUND_RECONCILE_LIMIT", "100"))
+REFUND_RECONCILE_LIMIT = env.int("REFUND_RECONCILE_LIMIT", default=100)
 # Items finalized per transaction (and per row-lock batch) by finalize_refunds.
-REFUND_SETTLEMENT_BATCH_SIZE = int(os.environ.get("REFUND_SETTLEMENT_BATCH_SIZE", "1000"))
+REFUND_SETTLEMENT_BATCH_SIZE = env.int("REFUND_SETTLEMENT_BATCH_SIZE", default=1000)
 
 # --- Celery -------------------------------------------------------------------------------
 # Embedded default: Kombu's filesystem transport, a broker that needs no server.
-CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "filesystem://")
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
 if CELERY_BROKER_URL.startswith("filesystem://"):
     _queue_dir = VAR_DIR / "celery-broker"
     _queue_dir.mkdir(parents=True, exist_ok=True)  # Kombu writes into it but never creates it
@@ -150,7 +138,7 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "control_folder": str(VAR_DIR / "celery-control"),
     }
 CELERY_RESULT_BACKEND = None
-CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
+CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_TASK_EAGER_PROPAGATES = True
 # A task is acknowledged after it ran, so a worker that dies mid-task hands it to another.
 CELERY_TASK_ACKS_LATE = True
@@ -159,11 +147,11 @@ CELERY_TIMEZONE = TIME_ZONE
 # django_celery_beat's DatabaseScheduler, except that settings only add missing jobs and never
 # overwrite what was edited in the admin (refunds/beat.py).
 CELERY_BEAT_SCHEDULER = "refunds.beat:SeededDatabaseScheduler"
-REFUND_JOBS_EVERY_MINUTES = int(os.environ.get("REFUND_JOBS_EVERY_MINUTES", "15"))
+REFUND_JOBS_EVERY_MINUTES = env.int("REFUND_JOBS_EVERY_MINUTES", default=15)
 _refund_jobs_schedule = crontab(minute=f"*/{REFUND_JOBS_EVERY_MINUTES}")
-if os.environ.get("REFUND_JOBS_EVERY_SECONDS"):
+if env.str("REFUND_JOBS_EVERY_SECONDS", default=""):
     # The demo runs the jobs every few seconds (an interval, not a crontab).
-    _refund_jobs_schedule = timedelta(seconds=float(os.environ["REFUND_JOBS_EVERY_SECONDS"]))
+    _refund_jobs_schedule = timedelta(seconds=env.float("REFUND_JOBS_EVERY_SECONDS"))
 CELERY_BEAT_SCHEDULE = {
     "finalize-refunds": {
         "task": "refunds.tasks.finalize_refunds",
@@ -178,15 +166,15 @@ CELERY_BEAT_SCHEDULE = {
 # check (refunds/health.py) can tell a live beat from a dead one.
 CELERY_BEAT_SYNC_EVERY = 1
 # Beat is dead when a refund job is this much overdue (beat wakes every 5 s at most).
-HEALTH_BEAT_GRACE = timedelta(seconds=float(os.environ.get("HEALTH_BEAT_GRACE_SECONDS", "300")))
+HEALTH_BEAT_GRACE = timedelta(seconds=env.float("HEALTH_BEAT_GRACE_SECONDS", default=300.0))
 
 # --- Production hardening (on when DJANGO_DEBUG is off) --------------------------------------
 if not DEBUG:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
-    SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", True)
+    SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=True)
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
-    SECURE_HSTS_SECONDS = int(os.environ.get("DJANGO_SECURE_HSTS_SECONDS", "31536000"))
+    SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", default=31536000)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = True
     # A load balancer probes over plain HTTP inside the network: answer it, do not redirect.

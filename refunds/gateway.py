@@ -2,6 +2,8 @@
 
 It returns plain values (`StripeRefund`) and raises the project's own exceptions, so the rest
 of the code, and the tests, never touch the SDK. Tests replace these functions at this boundary.
+Production calls only: the demo's and the tests' helpers (paying a PaymentIntent, signing a
+webhook payload) live in `refunds_dev.stripe_tools`.
 """
 
 from __future__ import annotations
@@ -108,7 +110,7 @@ def client() -> stripe.StripeClient:
 RETRYABLE_ERRORS = (stripe.APIConnectionError, stripe.RateLimitError, stripe.IdempotencyError, stripe.APIError)
 
 
-def _translate(error: stripe.StripeError) -> Exception:
+def translate_error(error: stripe.StripeError) -> Exception:
     """Map Stripe's errors onto ours: https://docs.stripe.com/error-handling"""
     message = getattr(error, "user_message", None) or str(error) or error.__class__.__name__
     code = getattr(error, "code", None) or ""
@@ -124,7 +126,7 @@ def _call(fn, *args, **kwargs):
     try:
         return fn(*args, **kwargs)
     except stripe.StripeError as error:
-        raise _translate(error) from error
+        raise translate_error(error) from error
 
 
 def create_refund(
@@ -165,22 +167,6 @@ def find_refund(*, payment_intent: str, idempotency_key: str) -> StripeRefund | 
         if refund.metadata.get("oms_idempotency_key") == idempotency_key:
             return refund
     return None
-
-
-def create_paid_payment_intent(*, amount: int, currency: str, metadata: dict | None = None) -> str:
-    """A PaymentIntent paid with Stripe's test card; for the demo seed and integration tests."""
-    intent = _call(
-        client().v1.payment_intents.create,
-        {
-            "amount": amount,
-            "currency": currency,
-            "payment_method": "pm_card_visa",
-            "payment_method_types": ["card"],
-            "confirm": True,
-            "metadata": metadata or {},
-        },
-    )
-    return intent.id
 
 
 def construct_event(payload: bytes, signature_header: str, secret: str, tolerance: int) -> dict:
@@ -238,25 +224,3 @@ def _event_shape_problem(event) -> str:
 
 class InvalidSignature(Exception):
     pass
-
-
-def sign_payload(payload: str, secret: str, *, timestamp: int | None = None) -> str:
-    """The `Stripe-Signature` header Stripe would send with `payload` (its v1 HMAC-SHA256 scheme).
-
-    For `manage.py stripe_trigger` and tests: https://docs.stripe.com/webhooks#verify-manually
-    """
-    return stripe.WebhookSignature.generate_signature_header(payload, secret, timestamp=timestamp)
-
-
-def payment_intent_exists(payment_intent_id: str) -> bool:
-    """Whether Stripe (or the emulator) knows this PaymentIntent; the demo seed checks with it
-    that its orders still match the emulator's store."""
-    try:
-        client().v1.payment_intents.retrieve(payment_intent_id)
-    except stripe.InvalidRequestError as error:
-        if error.http_status == 404:
-            return False
-        raise _translate(error) from error
-    except stripe.StripeError as error:
-        raise _translate(error) from error
-    return True

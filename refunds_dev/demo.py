@@ -17,8 +17,9 @@ from django.db import transaction
 from django_celery_beat.models import PeriodicTask
 from django_celery_beat.schedulers import ModelEntry
 
-from . import gateway
-from .models import Order, OrderItem, Refund, StripeEvent
+from refunds.models import Order, OrderItem, Refund, StripeEvent
+
+from . import stripe_tools
 
 DEMO_REFERENCE_PREFIX = "DEMO-"
 
@@ -68,14 +69,14 @@ def seed_demo_orders(orders: tuple[DemoOrder, ...] = DEMO_ORDERS) -> SeedReport:
     report = SeedReport()
     for spec in orders:
         existing = Order.objects.filter(reference=spec.reference).first()
-        if existing is not None and existing.stripe_payment_intent_id and gateway.payment_intent_exists(
+        if existing is not None and existing.stripe_payment_intent_id and stripe_tools.payment_intent_exists(
             existing.stripe_payment_intent_id
         ):
             report.kept.append(spec.reference)
             continue
         # Stripe first, outside any transaction: an order row without its payment would be
         # worse than a spare PaymentIntent in the emulator.
-        payment_intent = gateway.create_paid_payment_intent(
+        payment_intent = stripe_tools.create_paid_payment_intent(
             amount=spec.total, currency=spec.currency, metadata={"order_reference": spec.reference}
         )
         with transaction.atomic():

@@ -1,7 +1,7 @@
 """Run localstripe (a Stripe API emulator) bound to 127.0.0.1 only.
 
 localstripe's own command listens on every interface; this runs the same app on loopback:
-    python -m refunds.stripe_emulator --port 8420 [--from-scratch] [--store FILE]
+    python -m refunds_dev.emulator --port 8420 [--from-scratch] [--store FILE]
 
 localstripe writes its whole store to /tmp/localstripe.pickle after every change; `--store`
 names another file (the demo keeps its own under var/, next to its database, so the two stay

@@ -15,8 +15,10 @@ import uuid
 
 from django.conf import settings
 
-from . import gateway
-from .models import Refund, RefundStatus
+from refunds import gateway
+from refunds.models import Refund, RefundStatus
+
+from . import stripe_tools
 
 # https://docs.stripe.com/api/refunds/object#refund_object-failure_reason
 FAILURE_REASONS = (
@@ -109,7 +111,7 @@ def send_event(*, url: str, event: dict, secret: str, timeout: float = 30) -> tu
         method="POST",
         headers={
             "Content-Type": "application/json; charset=utf-8",
-            "Stripe-Signature": gateway.sign_payload(payload, secret),
+            "Stripe-Signature": stripe_tools.sign_payload(payload, secret),
             "User-Agent": "Stripe/1.0 (+https://stripe.com/docs/webhooks) oms-stripe-trigger",
         },
     )

@@ -1,12 +1,12 @@
 """`manage.py seed_demo`: the demo's orders (paid in the Stripe emulator), a Back Office user,
-and the refund jobs on the configured schedule. Safe to run again: see refunds/demo.py."""
+and the refund jobs on the configured schedule. Safe to run again: see refunds_dev/demo.py."""
 
 import os
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from refunds import demo
+from refunds_dev import demo
 from refunds.exceptions import StripeGatewayError
 
 

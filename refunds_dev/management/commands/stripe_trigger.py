@@ -1,5 +1,5 @@
 """`manage.py stripe_trigger failed --failure-reason declined`: send the running webhook
-endpoint the signed event Stripe would send for one of our refunds (see refunds/trigger.py).
+endpoint the signed event Stripe would send for one of our refunds (see refunds_dev/trigger.py).
 
 The endpoint URL and signing secret default to those of a running `make run` (it writes them to
 var/demo.json), else to http://127.0.0.1:8000/stripe/webhook/ and STRIPE_WEBHOOK_SECRET.
@@ -10,7 +10,7 @@ import json
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from refunds import trigger
+from refunds_dev import trigger
 
 DEMO_STATE_FILE = settings.BASE_DIR / "var" / "demo.json"
 DEFAULT_URL = "http://127.0.0.1:8000/stripe/webhook/"

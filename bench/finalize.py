@@ -10,7 +10,7 @@ ago, one Stripe refund per order), the next tenth succeeded a day ago (not due),
 Measured, each from the same starting data (reset and VACUUM ANALYZE in between):
 - floor: one `UPDATE` of the due items plus one `INSERT … SELECT` of their audit rows
   (latest refund per item included), in one transaction;
-- job: `refunds.settlement.finalize_due_refunds()` as the beat task runs it (wall time);
+- job: `refunds.services.finalize_due_refunds()` as the beat task runs it (wall time);
 - peak memory of the job (tracemalloc, a separate run because tracing slows Python down) with
   all due items and with a tenth of them: streaming in batches keeps the two the same.
 
@@ -130,7 +130,7 @@ def reset(*, due_every: int):
 
 
 def due_count() -> int:
-    from refunds.settlement import items_due_for_settlement
+    from refunds.selectors import items_due_for_settlement
 
     return items_due_for_settlement().count()
 
@@ -167,7 +167,7 @@ def run_floor() -> tuple[float, int]:
 
 
 def run_job(batch_size: int | None) -> tuple[float, int]:
-    from refunds.settlement import finalize_due_refunds
+    from refunds.services import finalize_due_refunds
 
     started = time.perf_counter()
     moved = finalize_due_refunds(batch_size=batch_size)
@@ -175,7 +175,7 @@ def run_job(batch_size: int | None) -> tuple[float, int]:
 
 
 def job_peak_memory(batch_size: int | None) -> tuple[int, int]:
-    from refunds.settlement import finalize_due_refunds
+    from refunds.services import finalize_due_refunds
 
     tracemalloc.start()
     tracemalloc.reset_peak()

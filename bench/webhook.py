@@ -77,6 +77,7 @@ def make_refunds(count: int, tag: str):
 def signed_events(pairs, tag: str):
     """(body, Stripe-Signature) per refund, in Stripe's shape (tests/stripe_payloads.py)."""
     from refunds import gateway
+from refunds_dev import stripe_tools
     from tests.stripe_payloads import event, refund_object
 
     created = int(time.time())
@@ -90,7 +91,7 @@ def signed_events(pairs, tag: str):
                             payment_intent=refund.order.stripe_payment_intent_id, metadata=metadata, created=created)
         evt = event("refund.updated", obj, id=f"evt_wh_{tag}_{n}", created=created, previous={"status": "pending"})
         body = json.dumps(evt, indent=2)
-        out.append((body.encode(), gateway.sign_payload(body, SECRET)))
+        out.append((body.encode(), stripe_tools.sign_payload(body, SECRET)))
     return out
 
 
@@ -134,7 +135,7 @@ def run_service_only(pairs, tag: str) -> float:
     from refunds import services
     from refunds.gateway import StripeRefund
     from refunds.models import Refund
-    from refunds.transitions import Actor
+    from refunds.services import Actor
 
     answers = [
         StripeRefund(id=refund.stripe_refund_id, status="succeeded", amount=1000, currency="eur",

@@ -19,16 +19,17 @@ from django_celery_beat.schedulers import DatabaseScheduler, ModelEntry
 SEEDED_DESCRIPTION = "Defined in settings.CELERY_BEAT_SCHEDULE; edits made here are kept."
 
 
-def seed_periodic_tasks(schedule: Mapping[str, dict] | None = None) -> list[str]:
+def seed_periodic_tasks(schedule: Mapping[str, dict] | None = None, *, app=None) -> list[str]:
     """Create a `PeriodicTask` for every entry of the schedule that has none; return their names."""
     schedule = settings.CELERY_BEAT_SCHEDULE if schedule is None else schedule
     created = []
     for name, entry in schedule.items():
         if PeriodicTask.objects.filter(name=name).exists():
             continue
-        # The same translation (crontab/interval rows, args, options) beat itself applies.
-        fields = ModelEntry._unpack_fields(**entry)
-        PeriodicTask.objects.create(name=name, description=SEEDED_DESCRIPTION, **fields)
+        # ModelEntry.from_entry is django_celery_beat's public way to write a settings entry
+        # (crontab/interval rows, args, options), the translation beat itself applies.
+        ModelEntry.from_entry(name, app=app, **entry)
+        PeriodicTask.objects.filter(name=name).update(description=SEEDED_DESCRIPTION)
         created.append(name)
     return created
 
@@ -50,5 +51,5 @@ class SeededDatabaseScheduler(DatabaseScheduler):
 
     def setup_schedule(self):
         # Before the first read of the schedule, so new rows are part of it.
-        seed_periodic_tasks(self.app.conf.beat_schedule)
+        seed_periodic_tasks(self.app.conf.beat_schedule, app=self.app)
         self.install_default_entries(self.schedule)

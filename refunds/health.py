@@ -1,123 +1,108 @@
-"""Is the refund system alive? The database, the broker and the beat schedule.
+"""Is the refund system alive? django-health-check's view over the database, the Celery broker
+and the beat schedule.
 
-For a load balancer (`GET /health/`, 200 or 503) and a cron check (`manage.py health`, exit
-status 0 or 1). Each check answers on its own, so one broken part does not hide the others.
+`GET /health/` (refunds.urls) answers JSON, 200 when every check passes and 500 otherwise, for a
+load balancer; `manage.py health_check health --no-http` runs the same checks for cron and
+exits 1 when one fails. The database and Redis checks are the library's; the embedded
+filesystem broker and the beat schedule are checks of ours, written as its plugins.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import functools
 import os
-from dataclasses import asdict, dataclass
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import connections
-from django.http import JsonResponse
+from django.db import DatabaseError
 from django.utils import timezone
-from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET
 from django_celery_beat.models import PeriodicTask
-
-BROKER_TIMEOUT_SECONDS = 3
-
-
-@dataclass(frozen=True)
-class Check:
-    ok: bool
-    detail: str
+from health_check.base import HealthCheck
+from health_check.checks import Database
+from health_check.exceptions import ServiceUnavailable
+from health_check.views import HealthCheckView
 
 
-def check_database() -> Check:
-    try:
-        with connections["default"].cursor() as cursor:
-            cursor.execute("SELECT 1")
-            cursor.fetchone()
-    except Exception as error:  # any driver error means "down", whatever its class
-        return Check(False, f"{error.__class__.__name__}: {error}")
-    return Check(True, connections["default"].vendor)
+@dataclasses.dataclass
+class FilesystemBroker(HealthCheck):
+    """Kombu's filesystem transport "connects" to anything; what matters is its folder."""
+
+    folder: str = dataclasses.field(default="", repr=False)
+
+    def run(self):
+        if not (self.folder and os.path.isdir(self.folder) and os.access(self.folder, os.W_OK)):
+            raise ServiceUnavailable("the filesystem broker's folder is missing or not writable")
 
 
-def check_broker(*, url: str | None = None, transport_options: dict | None = None) -> Check:
-    """The Celery broker (the app's own, unless `url` is given) accepts a connection."""
-    from refunds_project.celery import app
-
-    url = app.conf.broker_url if url is None else url
-    options = app.conf.broker_transport_options if transport_options is None else transport_options
-    if (url or "").startswith("filesystem://"):
-        # Kombu's filesystem transport "connects" to anything; what matters is the folder.
-        folder = (options or {}).get("data_folder_out", "")
-        if not (folder and os.path.isdir(folder) and os.access(folder, os.W_OK)):
-            return Check(False, f"filesystem broker folder {folder!r} is missing or not writable")
-        return Check(True, "filesystem")
-    try:
-        with app.connection_for_write(url) as connection:
-            connection.ensure_connection(max_retries=1, interval_start=0, timeout=BROKER_TIMEOUT_SECONDS)
-            connection.default_channel  # a Redis channel PINGs the server
-            transport = connection.transport_cls
-    except Exception as error:  # Kombu raises the transport's own errors
-        return Check(False, f"{error.__class__.__name__}: {error}")
-    return Check(True, str(transport))
-
-
-def check_beat(*, now: dt.datetime | None = None) -> Check:
+@dataclasses.dataclass
+class BeatSchedule(HealthCheck):
     """Beat is alive when no refund job of the schedule is overdue by more than the grace.
 
     Beat saves a job's `last_run_at` each time it sends it (CELERY_BEAT_SYNC_EVERY = 1); a job
     it never sent counts from when it was last changed, as django_celery_beat does.
     """
-    now = now or timezone.now()
-    names = list(settings.CELERY_BEAT_SCHEDULE)
-    tasks = {task.name: task for task in PeriodicTask.objects.filter(name__in=names).select_related(
-        "interval", "crontab", "solar", "clocked"
-    )}
-    problems, ages = [], []
-    for name in names:
-        task = tasks.get(name)
-        if task is None:
-            problems.append(f"{name} is not in the beat schedule (run migrate)")
-            continue
-        if not task.enabled:
-            problems.append(f"{name} is disabled")
-            continue
-        last = task.last_run_at or task.date_changed
-        overdue = now - _next_due(task.schedule, last)
-        if overdue > settings.HEALTH_BEAT_GRACE:
-            problems.append(f"{name} is overdue by {_seconds(overdue)} s (last run {last.isoformat()})")
-        ages.append(f"{name} last run {_seconds(now - last)} s ago" if task.last_run_at else f"{name} not run yet")
-    if problems:
-        return Check(False, "; ".join(problems))
-    return Check(True, "; ".join(ages))
+
+    async def run(self):
+        # On the request's own thread and database connection, like the rest of the request.
+        await sync_to_async(self.check)()
+
+    def check(self, now: dt.datetime | None = None) -> str:
+        """Raise ServiceUnavailable naming each overdue, disabled or missing job; else say how
+        long ago each ran."""
+        now = now or timezone.now()
+        names = list(settings.CELERY_BEAT_SCHEDULE)
+        try:
+            tasks = {task.name: task for task in PeriodicTask.objects.filter(name__in=names).select_related(
+                "interval", "crontab", "solar", "clocked"
+            )}
+        except DatabaseError as error:
+            raise ServiceUnavailable("the beat schedule cannot be read: database unavailable") from error
+        problems, ages = [], []
+        for name in names:
+            task = tasks.get(name)
+            if task is None:
+                problems.append(f"{name} is not in the beat schedule (run migrate)")
+                continue
+            if not task.enabled:
+                problems.append(f"{name} is disabled")
+                continue
+            last = task.last_run_at or task.date_changed
+            # When the job is due next after its last run, by its own schedule (celery's API).
+            next_due = task.schedule.now() + task.schedule.remaining_estimate(last)
+            overdue = now - next_due
+            if overdue > settings.HEALTH_BEAT_GRACE:
+                problems.append(f"{name} is overdue by {int(overdue.total_seconds())} s (last run {last.isoformat()})")
+            ages.append(f"{name} last run {int((now - last).total_seconds())} s ago" if task.last_run_at else f"{name} not run yet")
+        if problems:
+            raise ServiceUnavailable("; ".join(problems))
+        return "; ".join(ages)
 
 
-def _next_due(schedule, last: dt.datetime) -> dt.datetime:
-    """When the job is due next after a run at `last`, by its own schedule."""
-    if hasattr(schedule, "remaining_delta"):  # crontab
-        start, ends_in, _ = schedule.remaining_delta(last)
-        return start + ends_in
-    if hasattr(schedule, "run_every"):  # interval
-        return last + schedule.run_every
-    return schedule.now() + schedule.remaining_estimate(last)
+def broker_check() -> tuple[type[HealthCheck], dict] | None:
+    """The check for the configured Celery broker: the library's Redis check, or ours for the
+    embedded filesystem transport."""
+    url = settings.CELERY_BROKER_URL
+    if url.startswith("filesystem://"):
+        options = getattr(settings, "CELERY_BROKER_TRANSPORT_OPTIONS", {}) or {}
+        return FilesystemBroker, {"folder": options.get("data_folder_out", "")}
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        from health_check.contrib.redis import Redis
+        from redis.asyncio import Redis as RedisClient
+
+        return Redis, {"client_factory": functools.partial(RedisClient.from_url, url, socket_connect_timeout=3)}
+    return None
 
 
-def _seconds(delta: dt.timedelta) -> int:
-    return int(delta.total_seconds())
+class HealthView(HealthCheckView):
+    """The checks of this app; JSON whatever the client accepts, so a host project needs no
+    `health_check` templates."""
 
+    def get_checks(self):
+        checks = [(Database, {}), broker_check(), (BeatSchedule, {})]
+        self.checks = [check for check in checks if check is not None]
+        return super().get_checks()
 
-def health_report() -> dict:
-    checks = {"database": check_database(), "broker": check_broker()}
-    # The beat schedule lives in the database: without it there is nothing to look at.
-    checks["beat"] = check_beat() if checks["database"].ok else Check(False, "database unavailable")
-    return {
-        "status": "ok" if all(check.ok for check in checks.values()) else "error",
-        "checks": {name: asdict(check) for name, check in checks.items()},
-    }
-
-
-@never_cache
-@require_GET
-def health_view(request):
-    report = health_report()
-    if not settings.DEBUG:
-        # Error texts can name hosts and users: a public probe only learns which part is down.
-        report["checks"] = {name: {"ok": check["ok"]} for name, check in report["checks"].items()}
-    return JsonResponse(report, status=200 if report["status"] == "ok" else 503)
+    def render_to_response(self, context, **response_kwargs):
+        return self.render_to_response_json(response_kwargs.get("status", 200))

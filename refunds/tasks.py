@@ -4,7 +4,7 @@ import logging
 
 from celery import shared_task
 
-from . import services, settlement
+from . import services
 from .exceptions import StripeRetryableError
 from .models import Refund
 
@@ -30,10 +30,10 @@ def submit_refund(refund_id: int) -> str:
 @shared_task
 def finalize_refunds() -> int:
     """Celery beat: items succeeded longer than the settlement period become payment refunded."""
-    return settlement.finalize_due_refunds()
+    return services.finalize_due_refunds()
 
 
 @shared_task
 def reconcile_refunds() -> dict:
     """Celery beat: send lost refunds again, settle pending ones whose webhook never came."""
-    return settlement.reconcile_refunds().as_dict()
+    return services.reconcile_refunds().as_dict()

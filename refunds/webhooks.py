@@ -1,13 +1,13 @@
-"""Stripe webhook events: stored first, then applied once, the newest Stripe view of a refund winning.
+"""Webhook intake: shape checks, the dispatch table, store then process.
 
 Stripe delivers every event at least once, in no particular order, and retries for three days
 until it gets a 2xx (https://docs.stripe.com/webhooks#event-delivery-behaviors). So:
 
 - an event is stored under its unique id before it is applied; a second delivery of an applied
   event hits that unique id and changes nothing;
-- each Refund keeps the `created` time of the newest event applied to it
-  (`Refund.stripe_event_created_at`); an older event changes nothing, and a tie (Stripe's
-  `created` has one-second resolution) is settled by asking Stripe for the refund as it is now;
+- each Stripe refund the event carries becomes a `StripeView` as of the event's `created`, and
+  is recorded by `services.record_stripe_view`, which matches it to our refund and applies the
+  ordering rule (the newest Stripe view wins);
 - an error while applying rolls the changes back, keeps the error on the stored event for the
   Back Office, and is re-raised so the view answers 500 and Stripe delivers again.
 """
@@ -23,15 +23,14 @@ from dataclasses import dataclass
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from . import gateway, services
+from . import services
 from .gateway import StripeRefund
-from .models import Order, Refund, RefundOrigin, RefundReason, StripeEvent
-from .transitions import Actor
+from .models import Refund, StripeEvent
+from .services import Actor, StripeView
 
 logger = logging.getLogger(__name__)
 
 ERROR_TEXT_LIMIT = 10_000
-BIGINT_MAX = 2**63 - 1
 
 
 class InvalidEvent(ValueError):
@@ -209,110 +208,7 @@ def _apply(event: StripeEvent) -> Refund | None:
     matched = None
     # The newest Stripe refund last: a charge.refunded event is listed under the refund that caused it.
     for obj in sorted(stripe_refunds, key=lambda obj: (obj.get("created") or 0, obj["id"])):
-        refund = apply_stripe_refund(stripe_refund=StripeRefund.from_stripe(obj), event_created=created, by=by)
+        view = StripeView.of_event(StripeRefund.from_stripe(obj), event_created=created)
+        refund = services.record_stripe_view(view=view, by=by)
         matched = refund or matched
     return matched
-
-
-def apply_stripe_refund(*, stripe_refund: StripeRefund, event_created: dt.datetime, by: Actor) -> Refund | None:
-    """Apply what an event created at `event_created` says about one Stripe refund.
-
-    Returns our refund (a Stripe Dashboard refund is recorded as one), or None when the
-    refund belongs to no order of ours.
-    """
-    refund = _locked_refund_for(stripe_refund)
-    if refund is None:
-        refund = _record_dashboard_refund(stripe_refund, by=by)
-        if refund is None:
-            return None
-    last = refund.stripe_event_created_at
-    if last is not None and event_created < last:
-        logger.info(
-            "%s: refund %s at Stripe is %s as of %s, but an event of %s was applied already; ignored",
-            by.label, stripe_refund.id, stripe_refund.status, event_created.isoformat(), last.isoformat(),
-        )
-        return refund
-    if last is not None and event_created == last:
-        # Same second as the event applied last: which of the two is newer cannot be told
-        # from `created`, so apply what Stripe says now.
-        stripe_refund = gateway.retrieve_refund(stripe_refund.id)
-    refund.stripe_event_created_at = event_created
-    services.record_stripe_refund(refund=refund, stripe_refund=stripe_refund, by=by)
-    logger.info("%s: refund %s (ours #%s) is %s", by.label, stripe_refund.id, refund.pk, stripe_refund.status)
-    return refund
-
-
-def _locked_refund_for(stripe_refund: StripeRefund) -> Refund | None:
-    """Our refund for a Stripe refund, row-locked: by Stripe id, else by the metadata we sent.
-
-    The refund row is locked first; the services then lock the order and its items (the lock
-    order of refunds.services). The webhook can arrive before `submit_refund` has saved the
-    Stripe id; `submit_refund` holds this same row lock while it talks to Stripe, so we wait
-    for it and then see its id.
-    """
-    refund = Refund.objects.select_for_update().filter(stripe_refund_id=stripe_refund.id).first()
-    if refund is not None:
-        return refund
-    oms_refund_id = stripe_refund.oms_refund_id
-    if oms_refund_id is None or oms_refund_id > BIGINT_MAX:  # metadata anyone can type in the Dashboard
-        return None
-    refund = Refund.objects.select_for_update().filter(pk=oms_refund_id).first()
-    if refund is None:
-        logger.warning("Stripe refund %s names our refund #%s, which does not exist", stripe_refund.id, oms_refund_id)
-        return None
-    key = stripe_refund.metadata.get("oms_idempotency_key")
-    if key and key != refund.idempotency_key:
-        # Another installation (a test database reset, a staging copy) sharing the Stripe account.
-        logger.warning(
-            "Stripe refund %s names our refund #%s but another idempotency key; not ours",
-            stripe_refund.id, oms_refund_id,
-        )
-        return None
-    if refund.stripe_refund_id and refund.stripe_refund_id != stripe_refund.id:
-        logger.error(
-            "Stripe refund %s names our refund #%s, which is Stripe refund %s: a second Stripe refund",
-            stripe_refund.id, oms_refund_id, refund.stripe_refund_id,
-        )
-        return None
-    return refund
-
-
-def _record_dashboard_refund(stripe_refund: StripeRefund, *, by: Actor) -> Refund | None:
-    """Record a refund made outside this system against the order whose PaymentIntent it names.
-
-    It moves no item, but counts against what may still be refunded (planning.py counts every
-    live refund of the order).
-    """
-    orders = list(Order.objects.filter(stripe_payment_intent_id=stripe_refund.payment_intent)[:2]) if stripe_refund.payment_intent else []
-    if len(orders) != 1:
-        logger.warning(
-            "%s: Stripe refund %s (%s) of PaymentIntent %s matches %s order; not recorded",
-            by.label, stripe_refund.id, stripe_refund.status, stripe_refund.payment_intent or "(none)",
-            "more than one" if orders else "no",
-        )
-        return None
-    if stripe_refund.amount <= 0:
-        logger.warning("%s: Stripe refund %s has no amount; not recorded", by.label, stripe_refund.id)
-        return None
-    order = orders[0]
-    try:
-        with transaction.atomic():
-            refund = Refund.objects.create(
-                order=order,
-                origin=RefundOrigin.STRIPE_DASHBOARD,
-                stripe_refund_id=stripe_refund.id,
-                amount=stripe_refund.amount,
-                currency=stripe_refund.currency or order.currency,
-                status=stripe_refund.status,
-                reason=stripe_refund.reason if stripe_refund.reason in RefundReason.values else "",
-                note=f"Made outside this system (Stripe Dashboard); recorded from {by.label}.",
-                created_by=None,
-            )
-    except IntegrityError:
-        # Another event about the same refund recorded it a moment ago, on another connection.
-        return Refund.objects.select_for_update().get(stripe_refund_id=stripe_refund.id)
-    logger.info(
-        "%s: Stripe refund %s of %s made outside this system recorded for order %s",
-        by.label, stripe_refund.id, order.money(stripe_refund.amount), order.reference,
-    )
-    return refund

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from celery import current_app
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
@@ -124,10 +125,16 @@ def apply_settings_schedule() -> list[str]:
     seconds interval); returns the jobs changed. Beat re-reads the schedule on change."""
     changed = []
     for name, entry in settings.CELERY_BEAT_SCHEDULE.items():
-        fields = ModelEntry._unpack_fields(**entry)
-        task = PeriodicTask.objects.filter(name=name).first()
-        if task is not None and all(getattr(task, key) == value for key, value in fields.items()):
-            continue
-        PeriodicTask.objects.update_or_create(name=name, defaults=fields)
-        changed.append(name)
+        before = _periodic_task_row(name)
+        # django_celery_beat's public way to write a settings entry (update_or_create on the
+        # PeriodicTask, with its interval or crontab row), the translation beat itself applies.
+        ModelEntry.from_entry(name, app=current_app, **entry)
+        if _periodic_task_row(name) != before:
+            changed.append(name)
     return changed
+
+
+def _periodic_task_row(name: str) -> dict | None:
+    """The task's stored fields, except the "last modified" time every save moves."""
+    fields = [f.attname for f in PeriodicTask._meta.concrete_fields if f.attname != "date_changed"]
+    return PeriodicTask.objects.filter(name=name).values(*fields).first()

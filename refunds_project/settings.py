@@ -31,6 +31,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_celery_beat",
+    "health_check",  # `manage.py health_check health --no-http` for cron
     "refunds",
 ]
 

@@ -1,10 +1,15 @@
 """`make run`: the whole refund system on one machine that has nothing but Python.
 
-Migrates the SQLite database, starts localstripe (a Stripe emulator, on 127.0.0.1 only), seeds
-demo orders paid there and a Back Office user, then runs Django's server, a Celery worker and
-Celery beat on the embedded filesystem broker, all under this one process. Ctrl-C or SIGTERM
-stops them all; so does any one of them dying. Run it again and it picks up where it stopped:
-the database (db.sqlite3) and the emulator's store (var/localstripe.pickle) are kept together.
+honcho runs the processes of Procfile.dev: Django's server, localstripe (a Stripe emulator, on
+127.0.0.1 only), a Celery worker and Celery beat on the embedded filesystem broker. It stops
+them all when one dies. This script does what honcho cannot: it checks the ports, sets the
+demo's environment, migrates the SQLite database before anything starts, seeds demo orders paid
+in the emulator and a Back Office user once the emulator answers, prints where to go, and
+records in var/demo.json what `manage.py stripe_trigger` needs and what a later run must stop
+if this one was killed with kill -9. Ctrl-C or SIGTERM stops everything.
+
+Run it again and it picks up where it stopped: the database (db.sqlite3) and the emulator's
+store (var/localstripe.pickle) are kept together.
 
 Environment (all optional):
   DEMO_WEB_PORT            8000  the Back Office at http://127.0.0.1:PORT/admin/
@@ -23,92 +28,107 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
+from collections import defaultdict
 from pathlib import Path
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"
 STATE_FILE = VAR_DIR / "demo.json"  # also read by `manage.py stripe_trigger`
+PROCFILE = "Procfile.dev"
 PYTHON = sys.executable
+# honcho sends SIGTERM, then SIGKILL 5 s after the first process stopped; this is our limit.
 STOP_TIMEOUT_SECONDS = 15
 START_TIMEOUT_SECONDS = 60
-STOPPED_LAST = ("stripe",)  # the others call it
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+received: list[int] = []  # stop signals, acted on between two waits (see pause())
 
 
 class Shutdown(Exception):
     """Ctrl-C, SIGTERM or SIGHUP: stop everything."""
 
-
-class Supervisor:
-    def __init__(self, env: dict[str, str]):
-        self.env = env
-        self.processes: dict[str, subprocess.Popen] = {}
-        self.output_threads: list[threading.Thread] = []
-        self.stopping = False
-
-    def start(self, name: str, args: list[str]) -> subprocess.Popen:
-        # Each child leads its own process group, so a terminal's Ctrl-C reaches only this
-        # supervisor, which stops the children in order, grandchildren (worker pool) included.
-        process = subprocess.Popen(
-            args, cwd=BASE_DIR, env=self.env, start_new_session=True,
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        )
-        self.processes[name] = process
-        thread = threading.Thread(target=_copy_output, args=(name, process), daemon=True)
-        thread.start()
-        self.output_threads.append(thread)
-        return process
-
-    def run_step(self, name: str, args: list[str]) -> None:
-        """A one-off command (migrate, seed), stopped like the rest if we are interrupted."""
-        process = self.start(name, args)
-        code = process.wait()
-        del self.processes[name]
-        if code != 0:
-            raise SystemExit(f"run_demo: `{' '.join(args[1:])}` failed with exit code {code}")
-
-    def first_exited(self) -> tuple[str, int] | None:
-        for name, process in self.processes.items():
-            if process.poll() is not None:
-                return name, process.returncode
-        return None
-
-    def stop_all(self) -> None:
-        """Stop every child: first the web server, worker and beat, then what they call (the
-        Stripe emulator), so a task half-way through its Stripe call can finish it."""
-        self.stopping = True
-        started = time.monotonic()
-        deadline = started + STOP_TIMEOUT_SECONDS
-        last = [name for name in self.processes if name in STOPPED_LAST]
-        for group in ([name for name in self.processes if name not in last], last):
-            # SIGTERM to each leader only: the Celery worker then stops its own pool children
-            # after their current task (SIGTERM to the whole group would kill it half-way).
-            for name in group:
-                if self.processes[name].poll() is None:
-                    self.processes[name].terminate()
-            for name in group:
-                try:
-                    code = self.processes[name].wait(timeout=max(0.1, deadline - time.monotonic()))
-                    print(f"run_demo: {name} stopped (exit code {code}) after {time.monotonic() - started:.1f} s", flush=True)
-                except subprocess.TimeoutExpired:
-                    print(f"run_demo: {name} still running after {STOP_TIMEOUT_SECONDS} s: killed", flush=True)
-        # Whatever is left, in any of the groups (a pool child whose parent is gone), is killed.
-        for process in self.processes.values():
-            _signal_group(process.pid, signal.SIGKILL)
-            process.wait()
-        self.processes.clear()
-        for thread in self.output_threads:
-            thread.join(timeout=2)  # their last words (shutdown messages) before ours
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
 
 
-def _copy_output(name: str, process: subprocess.Popen) -> None:
-    prefix = f"{name:>7} | "
-    for raw in iter(process.stdout.readline, b""):
-        sys.stdout.write(prefix + raw.decode("utf-8", "replace").rstrip("\n") + "\n")
-        sys.stdout.flush()
+def on_signal(signum, frame) -> None:
+    # Only noted here: raising from the handler could land inside Popen, after honcho was
+    # forked but before we hold its pid, and leave it running.
+    received.append(signum)
+
+
+def pause(seconds: float = 0.3) -> None:
+    time.sleep(seconds)
+    if received:
+        raise Shutdown(received[0])
+
+
+def run_step(env: dict[str, str], *args: str) -> None:
+    """A `manage.py` command that must finish before the next step; stopped by Ctrl-C too."""
+    step = subprocess.Popen([PYTHON, "manage.py", *args], cwd=BASE_DIR, env=env, start_new_session=True, stdin=subprocess.DEVNULL)
+    try:
+        while step.poll() is None:
+            pause(0.2)
+    finally:
+        if step.poll() is None:
+            step.terminate()
+            step.wait()
+    if step.returncode != 0:
+        raise SystemExit(f"run_demo: `manage.py {' '.join(args)}` failed with exit code {step.returncode}")
+
+
+def start_honcho(env: dict[str, str], *, web_port: int) -> subprocess.Popen:
+    # A session of its own: a terminal's Ctrl-C reaches only us, and we tell honcho once.
+    # honcho starts each process in a session of its own too, and signals that whole group.
+    # `--env /dev/null`: the demo's environment is the one set here, not a .env file's.
+    return subprocess.Popen(
+        [PYTHON, "-m", "honcho", "start", "--procfile", PROCFILE, "--env", os.devnull, "--port", str(web_port)],
+        cwd=BASE_DIR, env=env, start_new_session=True, stdin=subprocess.DEVNULL,
+    )
+
+
+def stop_honcho(honcho: subprocess.Popen, signum: int) -> None:
+    if honcho.poll() is None:
+        # honcho handles SIGINT and SIGTERM alike; a SIGHUP would kill it without its children.
+        honcho.send_signal(signal.SIGINT if signum == signal.SIGINT else signal.SIGTERM)
+    try:
+        honcho.wait(timeout=STOP_TIMEOUT_SECONDS)
+    except subprocess.TimeoutExpired:
+        # honcho 2.0 can hang: a signal before all its processes started (KeyError in its
+        # handler), or a terminal gone that it cannot print to. Its tree is intact while it runs.
+        groups = process_groups_under(honcho.pid)
+        print(f"run_demo: honcho did not stop within {STOP_TIMEOUT_SECONDS} s: killing process groups {groups}", flush=True)
+        for pgid in groups:
+            _signal_group(pgid, signal.SIGKILL)
+        honcho.wait()
+
+
+def process_groups_under(root: int) -> list[int]:
+    """The process groups of `root` and its descendants: honcho's own, and one per Procfile
+    process (a Celery worker's pool children are in their parent's)."""
+    children: dict[int, list[int]] = defaultdict(list)
+    group_of: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            # "pid (comm) state ppid pgrp …"; comm may hold spaces and parentheses.
+            _, ppid, pgrp = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:3]
+        except (OSError, ValueError):
+            continue  # gone meanwhile
+        children[int(ppid)].append(int(entry.name))
+        group_of[int(entry.name)] = int(pgrp)
+    groups, todo = set(), [root]
+    while todo:
+        pid = todo.pop()
+        if pid in group_of:
+            groups.add(group_of[pid])
+        todo.extend(children[pid])
+    return sorted(groups)
 
 
 def _signal_group(pgid: int, sig: int) -> None:
@@ -118,49 +138,43 @@ def _signal_group(pgid: int, sig: int) -> None:
         pass
 
 
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
-    except OSError:
-        return ""
-
-
 def _runs_here(pid: int) -> bool:
-    """Whether `pid` is a process started in this checkout (the children's working directory)."""
+    """Whether `pid` is a live process started in this checkout (honcho's and its children's
+    working directory). A zombie or another user's process has no readable cwd."""
     try:
         return Path(os.readlink(f"/proc/{pid}/cwd")) == BASE_DIR
     except OSError:
         return False
 
 
-def _alive(pid: int) -> bool:
+def _cmdline(pid: int) -> str:
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace").strip()
+    except OSError:
+        return ""
 
 
 def clean_up_previous_run() -> None:
-    """A previous supervisor that was killed (kill -9, a closed terminal) may have left its
-    children behind, holding the ports: stop them, but only processes of this checkout."""
+    """A previous run killed with kill -9 may have left honcho running, or (honcho killed too)
+    its processes, holding the ports: stop them, but only processes of this checkout."""
     try:
         state = json.loads(STATE_FILE.read_text())
     except (FileNotFoundError, ValueError):
         return
-    supervisor = state.get("supervisor_pid")
-    if supervisor and supervisor != os.getpid() and _alive(supervisor) and "run_demo.py" in _cmdline(supervisor):
-        raise SystemExit(f"run_demo: the demo already runs (process {supervisor}); stop it with Ctrl-C there.")
-    for name, pid in state.get("process_groups", {}).items():
-        if _alive(pid) and _runs_here(pid):
-            print(f"run_demo: stopping {name} (process group {pid}) left over from a previous run", flush=True)
-            _signal_group(pid, signal.SIGTERM)
-            deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
-            while _alive(pid) and time.monotonic() < deadline:
-                time.sleep(0.2)
-            _signal_group(pid, signal.SIGKILL)
+    previous = state.get("run_demo_pid")
+    if previous and previous != os.getpid() and "run_demo.py" in _cmdline(previous):
+        raise SystemExit(f"run_demo: the demo already runs (process {previous}); stop it with Ctrl-C there.")
+    honcho = state.get("honcho_pid")
+    if honcho and _runs_here(honcho):
+        print(f"run_demo: stopping honcho (process {honcho}) left over from a previous run", flush=True)
+        os.kill(honcho, signal.SIGTERM)  # it stops its processes as on Ctrl-C
+        deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
+        while _runs_here(honcho) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    for pgid in state.get("process_groups", []):
+        if _runs_here(pgid):
+            print(f"run_demo: killing process group {pgid} ({_cmdline(pgid)}) left over from a previous run", flush=True)
+            _signal_group(pgid, signal.SIGKILL)
     STATE_FILE.unlink(missing_ok=True)
 
 
@@ -175,12 +189,11 @@ def port_is_free(port: int) -> bool:
     return True
 
 
-def wait_for_url(url: str, supervisor: Supervisor, timeout: float = START_TIMEOUT_SECONDS) -> None:
+def wait_for_url(url: str, honcho: subprocess.Popen, timeout: float = START_TIMEOUT_SECONDS) -> None:
     deadline = time.monotonic() + timeout
     while True:
-        exited = supervisor.first_exited()
-        if exited:
-            raise SystemExit(f"run_demo: {exited[0]} exited with code {exited[1]} while starting")
+        if honcho.poll() is not None:
+            raise SystemExit(f"run_demo: a process exited while starting (honcho exit code {honcho.returncode})")
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
                 if response.status < 500:
@@ -192,7 +205,7 @@ def wait_for_url(url: str, supervisor: Supervisor, timeout: float = START_TIMEOU
             pass
         if time.monotonic() > deadline:
             raise SystemExit(f"run_demo: {url} did not answer within {timeout:.0f} s")
-        time.sleep(0.3)
+        pause()
 
 
 def demo_environment(*, web_port: int, stripe_port: int, webhook_secret: str) -> dict[str, str]:
@@ -200,7 +213,9 @@ def demo_environment(*, web_port: int, stripe_port: int, webhook_secret: str) ->
     # The demo is self-contained in this checkout, whatever the shell points at: never seed
     # demo orders into a database or broker configured for something else.
     env.update(
-        DJANGO_SETTINGS_MODULE="refunds_project.settings",
+        # Procfile.dev's `python` and `celery` are this virtualenv's, activated or not.
+        PATH=os.pathsep.join([str(Path(PYTHON).parent), env.get("PATH", "")]),
+        DJANGO_SETTINGS_MODULE="refunds_project.settings_dev",
         DJANGO_DEBUG="1",
         DATABASE_URL=f"sqlite:///{BASE_DIR / 'db.sqlite3'}",
         REFUNDS_VAR_DIR=str(VAR_DIR),
@@ -212,7 +227,9 @@ def demo_environment(*, web_port: int, stripe_port: int, webhook_secret: str) ->
         STRIPE_SEND_REFUND_REASON="0",  # localstripe answers 400 to a refund `reason`
         REFUND_SETTLEMENT_SECONDS=os.environ.get("DEMO_SETTLEMENT_SECONDS", "120"),
         REFUND_JOBS_EVERY_SECONDS=os.environ.get("DEMO_JOBS_EVERY_SECONDS", "10"),
-        PYTHONUNBUFFERED="1",
+        DEMO_WEB_PORT=str(web_port),
+        DEMO_STRIPE_PORT=str(stripe_port),  # Procfile.dev's stripe process
+        PYTHONUNBUFFERED="1",  # lines reach honcho as they are written
     )
     return env
 
@@ -229,13 +246,17 @@ def banner(*, web_port: int, stripe_port: int, env: dict[str, str]) -> str:
         f"  Settlement:   payment refund succeeded → payment refunded after "
         f"{env['REFUND_SETTLEMENT_SECONDS']} s; jobs run every {env['REFUND_JOBS_EVERY_SECONDS']} s",
         "  Play Stripe's later word on the latest refund, in another terminal:",
-        "    .venv/bin/python manage.py stripe_trigger failed --failure-reason declined",
-        "    .venv/bin/python manage.py stripe_trigger succeeded",
+        '    make trigger ARGS="failed --failure-reason declined"',
+        "    make trigger ARGS=succeeded",
         f"  Health:       http://127.0.0.1:{web_port}/health/",
         "  Ctrl-C stops everything.",
         "=" * 78,
         "",
     ])
+
+
+def write_state(**state) -> None:
+    STATE_FILE.write_text(json.dumps({"run_demo_pid": os.getpid(), **state}, indent=2))
 
 
 def main() -> int:
@@ -249,58 +270,40 @@ def main() -> int:
 
     webhook_secret = f"whsec_demo_{secrets.token_hex(16)}"
     env = demo_environment(web_port=web_port, stripe_port=stripe_port, webhook_secret=webhook_secret)
-    supervisor = Supervisor(env)
-
-    def on_signal(signum, frame):
-        if not supervisor.stopping:
-            supervisor.stopping = True
-            raise Shutdown(signal.Signals(signum).name)
-
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    urls = {
+        "admin_url": f"http://127.0.0.1:{web_port}/admin/",
+        "webhook_url": f"http://127.0.0.1:{web_port}/stripe/webhook/",
+        "webhook_secret": webhook_secret,
+    }
+    for sig in STOP_SIGNALS:
         signal.signal(sig, on_signal)
 
-    manage = [PYTHON, str(BASE_DIR / "manage.py")]
-    celery = [PYTHON, "-m", "celery", "-A", "refunds_project"]
+    honcho = None
     code = 0
     try:
-        supervisor.run_step("migrate", [*manage, "migrate", "--no-input"])
-        supervisor.start("stripe", [
-            PYTHON, "-m", "refunds.stripe_emulator", "--port", str(stripe_port),
-            "--store", str(VAR_DIR / "localstripe.pickle"),
-        ])
-        wait_for_url(f"http://127.0.0.1:{stripe_port}/", supervisor)
-        supervisor.run_step("seed", [*manage, "seed_demo", "--apply-schedule"])
-        supervisor.start("web", [*manage, "runserver", "--noreload", f"127.0.0.1:{web_port}"])
-        supervisor.start("worker", [
-            *celery, "worker", "--loglevel", "INFO", "--concurrency", "1",
-            "--without-gossip", "--without-mingle", "--hostname", "demo-worker@%h",
-        ])
-        supervisor.start("beat", [*celery, "beat", "--loglevel", "INFO", "--pidfile", str(VAR_DIR / "celerybeat.pid")])
-        STATE_FILE.write_text(json.dumps({
-            "supervisor_pid": os.getpid(),
-            "process_groups": {name: process.pid for name, process in supervisor.processes.items()},
-            "admin_url": f"http://127.0.0.1:{web_port}/admin/",
-            "webhook_url": f"http://127.0.0.1:{web_port}/stripe/webhook/",
-            "webhook_secret": webhook_secret,
-        }, indent=2))
-        wait_for_url(f"http://127.0.0.1:{web_port}/admin/login/", supervisor)
+        run_step(env, "migrate", "--no-input")
+        honcho = start_honcho(env, web_port=web_port)
+        write_state(honcho_pid=honcho.pid, **urls)
+        wait_for_url(f"http://127.0.0.1:{stripe_port}/", honcho)
+        run_step(env, "seed_demo", "--apply-schedule")
+        wait_for_url(f"http://127.0.0.1:{web_port}/admin/login/", honcho)
+        # All of honcho's processes run by now: if both we and honcho are killed, the next
+        # run stops them by these groups.
+        write_state(honcho_pid=honcho.pid, process_groups=process_groups_under(honcho.pid), **urls)
         print(banner(web_port=web_port, stripe_port=stripe_port, env=env), flush=True)
-        while True:
-            exited = supervisor.first_exited()
-            if exited:
-                print(f"run_demo: {exited[0]} exited with code {exited[1]}; stopping everything", flush=True)
-                code = 1
-                break
-            time.sleep(0.5)
+        while honcho.poll() is None:
+            pause()
+        print(f"run_demo: a process exited and honcho stopped the others (exit code {honcho.returncode})", flush=True)
+        code = 1
     except Shutdown as stop:
         print(f"\nrun_demo: {stop} received, stopping everything", flush=True)
     except SystemExit as error:
         print(error, file=sys.stderr, flush=True)
         code = 1
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(sig, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
-        supervisor.stop_all()
+        # Signals from here on are noted and ignored: a second Ctrl-C must not cut this short.
+        if honcho is not None:
+            stop_honcho(honcho, received[0] if received else signal.SIGTERM)
         STATE_FILE.unlink(missing_ok=True)
     print("run_demo: stopped", flush=True)
     return code

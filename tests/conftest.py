@@ -85,7 +85,7 @@ def localstripe_url(tmp_path_factory):
     port = free_port()
     store = tmp_path_factory.mktemp("localstripe") / "store.pickle"
     process = subprocess.Popen(
-        [sys.executable, "-m", "refunds.stripe_emulator", "--port", str(port), "--from-scratch", "--store", str(store)],
+        [sys.executable, "-m", "refunds_dev.emulator", "--port", str(port), "--from-scratch", "--store", str(store)],
         stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
     )
     deadline = time.monotonic() + 20

@@ -9,7 +9,7 @@ from django.urls import reverse
 from refunds import services
 from refunds.exceptions import OrderNotRefundable
 from refunds.models import ItemState, ItemTransition, OrderItem, Refund, RefundStatus
-from refunds.transitions import Actor
+from refunds.services import Actor
 
 from .factories import UserFactory, paid_order_with_items
 

@@ -1,24 +1,27 @@
-"""Health: the database, the broker and the beat schedule, as `/health/` and `manage.py health`."""
+"""Health: the database, the broker and the beat schedule, as `/health/` and
+`manage.py health_check health --no-http` (django-health-check with our broker and beat checks)."""
 
 import datetime as dt
-import json
-import re
+import os
+import subprocess
+import sys
 
 import pytest
+import time_machine
 from django.core.management import call_command
-from django.db import OperationalError, connections
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
+from health_check.exceptions import ServiceUnavailable
 
-from refunds import health
+from refunds.health import BeatSchedule
 
 from .conftest import port_open, service_missing
 
-pytestmark = pytest.mark.django_db
+BASE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture
-def beat_ran(settings):
+def beat_ran(settings, db):
     """Beat sent every refund job a minute ago."""
     names = list(settings.CELERY_BEAT_SCHEDULE)
     assert PeriodicTask.objects.filter(name__in=names).count() == len(names)  # seeded by migrate
@@ -27,118 +30,137 @@ def beat_ran(settings):
 
 
 @pytest.fixture
-def filesystem_broker(monkeypatch, tmp_path):
+def filesystem_broker(settings, tmp_path):
     """The app's broker is the embedded one, in a folder of this test's own."""
     folder = tmp_path / "broker"
     folder.mkdir()
-    real_check_broker = health.check_broker
-    monkeypatch.setattr(health, "check_broker", lambda: real_check_broker(
-        url="filesystem://", transport_options={"data_folder_in": str(folder), "data_folder_out": str(folder)}
-    ))
+    settings.CELERY_BROKER_URL = "filesystem://"
+    settings.CELERY_BROKER_TRANSPORT_OPTIONS = {"data_folder_in": str(folder), "data_folder_out": str(folder)}
     return folder
 
 
-def run_health_command(capsys) -> tuple[int, dict]:
+def checks_of(response) -> dict[str, str]:
+    """{"Database": "OK", "FilesystemBroker": "Unavailable: …", …}: the check's class name first."""
+    return {name.split("(")[0]: outcome for name, outcome in response.json().items()}
+
+
+def run_health_command(capsys) -> tuple[int, str]:
     try:
-        call_command("health")
+        call_command("health_check", "health", "--no-http")
         code = 0
     except SystemExit as exited:
         code = exited.code
-    return code, json.loads(capsys.readouterr().out)
+    return code, capsys.readouterr().out
 
 
-def test_all_alive_answers_200_and_the_command_exits_0(client, beat_ran, filesystem_broker, capsys):
+def test_all_alive_answers_200(client, beat_ran, filesystem_broker):
     response = client.get("/health/")
 
     assert response.status_code == 200
-    report = response.json()
-    assert report["status"] == "ok"
-    assert {name: check["ok"] for name, check in report["checks"].items()} == {"database": True, "broker": True, "beat": True}
-    assert run_health_command(capsys)[0] == 0
+    assert checks_of(response) == {"Database": "OK", "FilesystemBroker": "OK", "BeatSchedule": "OK"}
 
 
-def test_a_beat_that_stopped_sending_the_jobs_answers_503_and_the_command_exits_1(
-    client, settings, beat_ran, filesystem_broker, capsys
-):
+def test_html_clients_get_json_too(client, beat_ran, filesystem_broker):
+    response = client.get("/health/", HTTP_ACCEPT="text/html")
+
+    assert response["Content-Type"] == "application/json"
+    assert checks_of(response)["Database"] == "OK"
+
+
+def test_a_beat_that_stopped_sending_the_jobs_answers_500(client, beat_ran, filesystem_broker):
     # The refund jobs run every 15 minutes; none was sent for two hours.
     PeriodicTask.objects.filter(name="finalize-refunds").update(last_run_at=timezone.now() - dt.timedelta(hours=2))
 
     response = client.get("/health/")
 
-    assert response.status_code == 503
-    assert response.json()["checks"]["beat"] == {"ok": False}
-    code, report = run_health_command(capsys)
-    assert code == 1 and report["status"] == "error"
-    assert re.search(r"finalize-refunds is overdue by \d+ s", report["checks"]["beat"]["detail"])
-    assert report["checks"]["database"]["ok"] and report["checks"]["broker"]["ok"]
+    assert response.status_code == 500
+    checks = checks_of(response)
+    assert checks["BeatSchedule"].startswith("Unavailable: finalize-refunds is overdue by ")
+    assert checks["Database"] == "OK" and checks["FilesystemBroker"] == "OK"
 
 
-def test_a_job_just_short_of_its_grace_period_is_still_alive(settings, beat_ran):
+@pytest.mark.django_db(transaction=True)
+def test_the_command_exits_0_when_alive_and_1_when_beat_is_overdue(beat_ran, filesystem_broker, capsys):
+    code, out = run_health_command(capsys)
+    assert code == 0, out
+    assert "BeatSchedule(): OK" in out
+
+    PeriodicTask.objects.filter(name="reconcile-refunds").update(last_run_at=timezone.now() - dt.timedelta(hours=2))
+    code, out = run_health_command(capsys)
+    assert code == 1
+    assert "reconcile-refunds is overdue by" in out
+
+
+@time_machine.travel(dt.datetime(2026, 11, 27, 12, 0, 0, tzinfo=dt.timezone.utc), tick=False)
+def test_a_job_is_overdue_only_past_its_next_run_plus_the_grace(settings, beat_ran):
+    # Every 15 minutes (*/15): last run at 11:50 → next run due at 12:00; grace 5 minutes.
+    settings.HEALTH_BEAT_GRACE = dt.timedelta(minutes=5)
     settings.CELERY_BEAT_SCHEDULE = {"finalize-refunds": settings.CELERY_BEAT_SCHEDULE["finalize-refunds"]}
-    task = PeriodicTask.objects.get(name="finalize-refunds")
-    task.last_run_at = timezone.now() - dt.timedelta(minutes=30)
-    task.save()
-    next_due = health._next_due(task.schedule, task.last_run_at)
+    PeriodicTask.objects.filter(name="finalize-refunds").update(
+        last_run_at=dt.datetime(2026, 11, 27, 11, 50, 0, tzinfo=dt.timezone.utc)
+    )
+    check = BeatSchedule()
 
-    assert health.check_beat(now=next_due + settings.HEALTH_BEAT_GRACE - dt.timedelta(seconds=1)).ok
-    assert not health.check_beat(now=next_due + settings.HEALTH_BEAT_GRACE + dt.timedelta(seconds=1)).ok
+    assert "finalize-refunds last run 899 s ago" in check.check(now=timezone.now() + dt.timedelta(minutes=4, seconds=59))
+    with pytest.raises(ServiceUnavailable, match=r"finalize-refunds is overdue by 301 s"):
+        check.check(now=timezone.now() + dt.timedelta(minutes=5, seconds=1))
 
 
 def test_a_disabled_or_missing_refund_job_is_reported(beat_ran):
     PeriodicTask.objects.filter(name="finalize-refunds").update(enabled=False)
     PeriodicTask.objects.filter(name="reconcile-refunds").delete()
 
-    check = health.check_beat()
+    with pytest.raises(ServiceUnavailable) as raised:
+        BeatSchedule().check()
 
-    assert not check.ok
-    assert "finalize-refunds is disabled" in check.detail
-    assert "reconcile-refunds is not in the beat schedule" in check.detail
-
-
-def test_a_missing_broker_folder_is_reported(filesystem_broker):
-    filesystem_broker.rmdir()
-
-    check = health.check_broker()
-
-    assert not check.ok and "missing or not writable" in check.detail
+    assert "finalize-refunds is disabled" in raised.value.message
+    assert "reconcile-refunds is not in the beat schedule" in raised.value.message
 
 
-def test_an_unreachable_redis_broker_is_reported():
-    # Port 9 (discard) on loopback: nothing listens, the connection is refused at once.
-    check = health.check_broker(url="redis://127.0.0.1:9/0")
-
-    assert not check.ok
-
-
-@pytest.mark.redis
-def test_a_live_redis_broker_is_alive():
-    if not port_open("127.0.0.1", 6379):
-        service_missing("Redis at 127.0.0.1:6379")
-    check = health.check_broker(url="redis://127.0.0.1:6379/15")
-
-    assert check.ok, check.detail
-
-
-def test_a_database_error_is_reported_and_beat_is_not_looked_at(monkeypatch, filesystem_broker):
-    def broken_cursor(*args, **kwargs):
-        raise OperationalError("connection refused")
-
-    monkeypatch.setattr(connections["default"], "cursor", broken_cursor)
-
-    report = health.health_report()
-
-    assert report["status"] == "error"
-    assert report["checks"]["database"] == {"ok": False, "detail": "OperationalError: connection refused"}
-    assert report["checks"]["beat"] == {"ok": False, "detail": "database unavailable"}
-
-
-def test_without_debug_the_endpoint_says_which_part_is_down_but_not_why(client, settings, filesystem_broker):
-    settings.DEBUG = False
+def test_a_missing_broker_folder_is_reported_without_naming_the_folder(client, beat_ran, filesystem_broker):
     filesystem_broker.rmdir()
 
     response = client.get("/health/")
 
-    assert response.status_code == 503
-    assert response.json()["checks"]["broker"] == {"ok": False}
+    assert response.status_code == 500
+    assert checks_of(response)["FilesystemBroker"] == "Unavailable: the filesystem broker's folder is missing or not writable"
     assert str(filesystem_broker) not in response.content.decode()
 
+
+def test_an_unreachable_redis_broker_is_reported(client, settings, beat_ran):
+    # Port 9 (discard) on loopback: nothing listens, the connection is refused at once.
+    settings.CELERY_BROKER_URL = "redis://127.0.0.1:9/0"
+
+    response = client.get("/health/")
+
+    assert response.status_code == 500
+    assert checks_of(response)["Redis"].startswith("Unavailable: Unable to connect to Redis")
+
+
+@pytest.mark.redis
+def test_a_live_redis_broker_is_alive(client, settings, beat_ran):
+    if not port_open("127.0.0.1", 6379):
+        service_missing("Redis at 127.0.0.1:6379")
+    settings.CELERY_BROKER_URL = "redis://127.0.0.1:6379/15"
+
+    response = client.get("/health/")
+
+    assert response.status_code == 200, response.content
+    assert checks_of(response)["Redis"] == "OK"
+
+
+def test_an_unreachable_database_is_reported_by_the_command(tmp_path):
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "refunds_project.settings_dev",
+        "DATABASE_URL": "postgres://postgres@127.0.0.1:9/nothing",  # nothing listens on port 9
+        "REFUNDS_VAR_DIR": str(tmp_path),
+    }
+    result = subprocess.run(
+        [sys.executable, "manage.py", "health_check", "health", "--no-http"],
+        cwd=BASE_DIR, env=env, capture_output=True, text=True, timeout=120,
+    )
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Database(alias='default'): Unavailable" in result.stdout
+    assert "BeatSchedule(): Unavailable: the beat schedule cannot be read: database unavailable" in result.stdout

@@ -5,7 +5,7 @@ import logging
 
 import pytest
 
-from refunds import services, settlement
+from refunds import services
 from refunds.exceptions import StripeFinalError, StripeRetryableError
 from refunds.models import ItemState, ItemTransition, Refund, RefundStatus
 from refunds.tasks import reconcile_refunds
@@ -198,7 +198,7 @@ def test_each_run_handles_at_most_the_limit_oldest_first(back_office_user, fake_
         refunds.append(lost_refund(back_office_user))
     clock(minutes=10)
 
-    report = settlement.reconcile_refunds()
+    report = services.reconcile_refunds()
 
     assert [repair.refund_id for repair in report.resubmitted] == [refunds[0].pk, refunds[1].pk]
     assert Refund.objects.get(pk=refunds[2].pk).status == RefundStatus.QUEUED
@@ -237,7 +237,7 @@ def test_a_refund_stripe_does_not_know_does_not_stop_the_others(back_office_user
     monkeypatch.setattr("refunds.gateway.retrieve_refund", retrieve_or_404)
     clock(minutes=61)
 
-    report = settlement.reconcile_refunds()
+    report = services.reconcile_refunds()
 
     assert [(repair.refund_id, repair.error) for repair in report.errors] == [
         (unknown.pk, f"No such refund: '{unknown.stripe_refund_id}'")

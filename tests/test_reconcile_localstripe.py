@@ -10,6 +10,7 @@ import pytest
 from django.utils import timezone
 
 from refunds import gateway, services
+from refunds_dev import stripe_tools
 from refunds.models import ItemState, Refund, RefundStatus
 from refunds.tasks import reconcile_refunds
 
@@ -20,7 +21,7 @@ pytestmark = [pytest.mark.django_db, pytest.mark.localstripe]
 
 @pytest.fixture
 def localstripe_order(localstripe):
-    intent = gateway.create_paid_payment_intent(amount=4045, currency="eur")
+    intent = stripe_tools.create_paid_payment_intent(amount=4045, currency="eur")
     return paid_order_with_items(1000, 2000, 550, stripe_payment_intent_id=intent)
 
 

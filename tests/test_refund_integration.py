@@ -11,6 +11,7 @@ from django.conf import settings
 from django.db import close_old_connections, connection
 
 from refunds import gateway, services
+from refunds_dev import stripe_tools
 from refunds.exceptions import RefundError
 from refunds.models import ItemState, Refund, RefundStatus
 from refunds.tasks import submit_refund
@@ -82,7 +83,7 @@ def test_two_workers_submitting_the_same_refund_call_stripe_once(fake_stripe, ba
 
 @pytest.fixture
 def localstripe_order(localstripe, db):
-    intent = gateway.create_paid_payment_intent(amount=4045, currency="eur")
+    intent = stripe_tools.create_paid_payment_intent(amount=4045, currency="eur")
     return paid_order_with_items(1000, 2000, 550, stripe_payment_intent_id=intent)
 
 
@@ -145,7 +146,7 @@ def test_a_real_celery_worker_on_redis_submits_the_refund(localstripe, back_offi
     if not port_open("127.0.0.1", 6379):
         service_missing("Redis at 127.0.0.1:6379")
     queue = f"test-submit-{os.getpid()}-{time.monotonic_ns()}"
-    intent = gateway.create_paid_payment_intent(amount=1495, currency="eur")
+    intent = stripe_tools.create_paid_payment_intent(amount=1495, currency="eur")
     order = paid_order_with_items(1000, stripe_payment_intent_id=intent)
     env = {
         **os.environ,

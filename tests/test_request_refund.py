@@ -6,7 +6,7 @@ from django.db import IntegrityError
 from refunds import services
 from refunds.exceptions import NothingToRefund, OrderNotRefundable, RefundError
 from refunds.models import ItemState, ItemTransition, OrderItem, Refund, RefundOrigin, RefundStatus
-from refunds.transitions import Actor
+from refunds.services import Actor
 
 from .factories import OrderFactory, OrderItemFactory, paid_order_with_items
 

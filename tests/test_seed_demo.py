@@ -7,7 +7,7 @@ from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 from django_celery_beat.models import PeriodicTask
 
-from refunds import demo, gateway
+from refunds_dev import demo, stripe_tools
 from refunds.models import ItemState, ItemTransition, Order, OrderItem, Refund
 
 pytestmark = [pytest.mark.django_db, pytest.mark.localstripe]
@@ -24,7 +24,7 @@ def test_seeding_twice_creates_each_demo_order_once_paid_in_the_emulator(localst
     assert dict(Order.objects.values_list("reference", "stripe_payment_intent_id")) == first
     assert OrderItem.objects.count() == sum(len(spec.items) for spec in demo.DEMO_ORDERS)
     assert set(OrderItem.objects.values_list("state", flat=True)) == {ItemState.PAYMENT_CAPTURED}
-    assert all(gateway.payment_intent_exists(payment_intent) for payment_intent in first.values())
+    assert all(stripe_tools.payment_intent_exists(payment_intent) for payment_intent in first.values())
     order = Order.objects.get(reference="DEMO-1001")
     assert order.amount_captured == sum(item.amount for item in order.items.all()) + order.shipping_amount
     output = capsys.readouterr().out
@@ -46,7 +46,7 @@ def test_an_order_whose_payment_the_emulator_lost_is_rebuilt_with_a_new_payment(
 
     rebuilt = Order.objects.get(reference="DEMO-1002")
     assert rebuilt.stripe_payment_intent_id != "pi_the_emulator_never_saw"
-    assert gateway.payment_intent_exists(rebuilt.stripe_payment_intent_id)
+    assert stripe_tools.payment_intent_exists(rebuilt.stripe_payment_intent_id)
     assert not rebuilt.refunds.exists() and not Refund.objects.filter(pk=refund.pk).exists()
     assert [i.state for i in rebuilt.items.all()] == [ItemState.PAYMENT_CAPTURED]
     assert Order.objects.count() == len(DEMO_REFERENCES)

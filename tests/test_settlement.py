@@ -5,10 +5,10 @@ import logging
 
 import pytest
 
-from refunds import services, settlement
+from refunds import services
 from refunds.models import ItemState, ItemTransition, OrderItem, RefundStatus
 from refunds.tasks import finalize_refunds
-from refunds.transitions import Actor
+from refunds.services import Actor
 
 from .factories import paid_order_with_items
 
@@ -147,7 +147,7 @@ def test_items_of_many_orders_are_settled_in_batches_each_under_its_own_refund(
     time_machine.move_to(SUCCEEDED_AT + dt.timedelta(days=7, minutes=1), tick=False)
     batches = []
 
-    moved = settlement.finalize_due_refunds(batch_size=4, on_batch=batches.append)
+    moved = services.finalize_due_refunds(batch_size=4, on_batch=batches.append)
 
     assert (moved, batches) == (6, [4, 2])
     assert OrderItem.objects.filter(state=ItemState.PAYMENT_REFUNDED).count() == 6

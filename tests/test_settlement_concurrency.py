@@ -9,7 +9,7 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from refunds import settlement
+from refunds import services
 from refunds.models import ItemState, ItemTransition, Order, OrderItem, Refund, RefundStatus
 
 from .conftest import skip_unless_postgres
@@ -59,7 +59,7 @@ def test_two_runs_at_once_move_each_of_1000_items_exactly_once():
 
     def finalize():
         start.wait()
-        return settlement.finalize_due_refunds(batch_size=50)
+        return services.finalize_due_refunds(batch_size=50)
 
     threads = [in_thread(finalize, results) for _ in range(2)]
     for thread in threads:
@@ -89,7 +89,7 @@ def test_items_of_a_refund_being_updated_from_stripe_wait_for_the_next_run_witho
     holder = in_thread(hold_refund_like_a_webhook, results)
     assert locked.wait(timeout=30)
     try:
-        moved = settlement.finalize_due_refunds()
+        moved = services.finalize_due_refunds()
         busy_states = set(busy.items.values_list("state", flat=True))
     finally:
         release.set()
@@ -97,7 +97,7 @@ def test_items_of_a_refund_being_updated_from_stripe_wait_for_the_next_run_witho
 
     assert moved == 4
     assert busy_states == {ItemState.PAYMENT_REFUND_SUCCEEDED}
-    assert settlement.finalize_due_refunds() == 2
+    assert services.finalize_due_refunds() == 2
     assert OrderItem.objects.filter(state=ItemState.PAYMENT_REFUNDED).count() == 6
 
 
@@ -117,7 +117,7 @@ def test_an_item_locked_by_another_transaction_is_skipped_not_waited_for():
     holder = in_thread(hold_item, results)
     assert locked.wait(timeout=30)
     try:
-        moved = settlement.finalize_due_refunds()
+        moved = services.finalize_due_refunds()
     finally:
         release.set()
         holder.join(timeout=60)

@@ -9,8 +9,9 @@ import time_machine
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
-from refunds import gateway, services, trigger
-from refunds.management.commands import stripe_trigger as command
+from refunds import gateway, services
+from refunds_dev import stripe_tools, trigger
+from refunds_dev.management.commands import stripe_trigger as command
 from refunds.models import ItemState, ItemTransition, Refund, RefundStatus, StripeEvent
 
 from .conftest import TEST_WEBHOOK_SECRET
@@ -124,7 +125,7 @@ def test_the_event_has_stripes_shape_and_a_signature_the_endpoint_verifies(fake_
     event = trigger.refund_event(refund=refund, status="failed", failure_reason="insufficient_funds")
     payload = json.dumps(event)
     verified = gateway.construct_event(
-        payload.encode(), gateway.sign_payload(payload, TEST_WEBHOOK_SECRET), TEST_WEBHOOK_SECRET, 300
+        payload.encode(), stripe_tools.sign_payload(payload, TEST_WEBHOOK_SECRET), TEST_WEBHOOK_SECRET, 300
     )
 
     refund_object = verified["data"]["object"]
@@ -135,7 +136,7 @@ def test_the_event_has_stripes_shape_and_a_signature_the_endpoint_verifies(fake_
     assert refund_object["metadata"]["oms_refund_id"] == str(refund.pk)
     assert verified["data"]["previous_attributes"] == {"status": "succeeded"}
     with pytest.raises(gateway.InvalidSignature):
-        gateway.construct_event(payload.encode(), gateway.sign_payload(payload, "whsec_other"), TEST_WEBHOOK_SECRET, 300)
+        gateway.construct_event(payload.encode(), stripe_tools.sign_payload(payload, "whsec_other"), TEST_WEBHOOK_SECRET, 300)
 
 
 @pytest.mark.parametrize(

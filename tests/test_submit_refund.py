@@ -170,7 +170,7 @@ def test_a_refund_that_no_longer_exists_is_logged_not_retried(db, fake_stripe):
 def test_a_late_word_about_an_old_refund_does_not_move_items_a_newer_refund_handles(
     queued_refund, fake_stripe, back_office_user, paid_order
 ):
-    from refunds.transitions import Actor
+    from refunds.services import Actor
 
     fake_stripe.next_status = "failed"
     submit_refund.delay(queued_refund.pk)

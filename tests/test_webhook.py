@@ -8,7 +8,7 @@ import pytest
 
 from refunds.gateway import StripeRefund
 from refunds.models import ItemState, Refund, RefundOrigin, RefundStatus, StripeEvent
-from refunds.planning import preview_refunds
+from refunds.services import preview_refunds
 
 from .stripe_payloads import body_of, charge_object, deliver, event, refund_object, refund_object_for, signed_by_many
 from .webhook_scenarios import force_state, requested_refund, states, stripe_event_transitions, submitted_refund
@@ -307,15 +307,15 @@ def test_a_duplicate_delivery_changes_nothing(client, pending_refund):
 def test_an_error_while_applying_answers_500_keeps_the_error_and_the_next_delivery_succeeds(
     client, pending_refund, monkeypatch
 ):
-    from refunds import services
+    from refunds.services import stripe_view
 
-    real_transition_items = services.transition_items
+    real_transition_items = stripe_view.transition_items
 
     def write_then_fail(*args, **kwargs):
         real_transition_items(*args, **kwargs)
         raise RuntimeError("disk full while writing the audit log")
 
-    monkeypatch.setattr(services, "transition_items", write_then_fail)
+    monkeypatch.setattr(stripe_view, "transition_items", write_then_fail)
     evt = event("refund.updated", refund_object_for(pending_refund, status="succeeded"))
 
     response = deliver(client, evt)
@@ -329,7 +329,7 @@ def test_an_error_while_applying_answers_500_keeps_the_error_and_the_next_delive
     assert stored.processed_at is None
     assert stored.error.startswith("RuntimeError: disk full while writing the audit log")
 
-    monkeypatch.setattr(services, "transition_items", real_transition_items)
+    monkeypatch.setattr(stripe_view, "transition_items", real_transition_items)
     response = deliver(client, evt)
 
     assert response.status_code == 200

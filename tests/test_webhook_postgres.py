@@ -12,6 +12,7 @@ from django.db import close_old_connections, connection
 from django.test import Client
 
 from refunds import gateway, services
+from refunds.services import stripe_view
 from refunds.models import ItemState, Refund, RefundOrigin, StripeEvent
 
 from .conftest import skip_unless_postgres
@@ -39,8 +40,8 @@ def lock_waiters() -> int:
 
 @pytest.fixture
 def first_apply_held(monkeypatch):
-    """Once armed, the first call of services.record_stripe_refund waits until released."""
-    real = services.record_stripe_refund
+    """Once armed, the first call of stripe_view.apply_refund_status waits until released."""
+    real = stripe_view.apply_refund_status
     entered, release = threading.Event(), threading.Event()
     calls, armed = [], []
 
@@ -53,7 +54,7 @@ def first_apply_held(monkeypatch):
             assert release.wait(30), "never released"
         return real(**kwargs)
 
-    monkeypatch.setattr(services, "record_stripe_refund", held)
+    monkeypatch.setattr(stripe_view, "apply_refund_status", held)
 
     def release_when_second_waits():
         assert entered.wait(30), "the first delivery never started applying"

@@ -8,6 +8,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from refunds import services
+from refunds.services import stripe_view
 from refunds.gateway import StripeRefund
 from refunds.models import ItemState, StripeEvent
 from refunds.webhooks import process_event
@@ -27,16 +28,16 @@ def pending_refund(paid_order, back_office_user, fake_stripe):
 def failing_apply(monkeypatch):
     """Every apply fails until `.heal()`: an outage while the events arrived."""
 
-    real = services.record_stripe_refund
+    real = stripe_view.apply_refund_status
 
     class Outage:
         def heal(self):
-            monkeypatch.setattr(services, "record_stripe_refund", real)
+            monkeypatch.setattr(stripe_view, "apply_refund_status", real)
 
     def broken(**kwargs):
         raise ConnectionError("ledger service unreachable")
 
-    monkeypatch.setattr(services, "record_stripe_refund", broken)
+    monkeypatch.setattr(stripe_view, "apply_refund_status", broken)
     return Outage()
 
 

@@ -4,13 +4,12 @@ item page with the refund process drawn and the item's audit log."""
 from __future__ import annotations
 
 from django.contrib import admin, messages
-from django.db.models import OuterRef, Subquery
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 from django.utils.translation import ngettext
 
-from .. import services
+from .. import selectors, services
 from ..exceptions import RefundError
 from ..models import OrderItem, Refund
 from . import display
@@ -27,12 +26,6 @@ class ItemTransitionInline(TransitionLogInline):
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("refund")
-
-
-def latest_refund(field: str):
-    """A field of the item's newest refund, as a subquery (one query for the whole list)."""
-    through = Refund.items.through.objects.filter(orderitem=OuterRef("pk")).order_by("-refund_id")
-    return Subquery(through.values(f"refund__{field}")[:1])
 
 
 @admin.register(OrderItem)
@@ -56,9 +49,9 @@ class OrderItemAdmin(ReadOnlyAdmin):
 
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(
-            latest_refund_id=latest_refund("id"),
-            latest_refund_stripe_id=latest_refund("stripe_refund_id"),
-            latest_refund_status=latest_refund("status"),
+            latest_refund_id=selectors.latest_refund_of_item("refund_id"),
+            latest_refund_stripe_id=selectors.latest_refund_of_item("refund__stripe_refund_id"),
+            latest_refund_status=selectors.latest_refund_of_item("refund__status"),
         )
 
     # --- columns and fields ---------------------------------------------------------------

@@ -12,8 +12,9 @@ from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
-from ..models import ItemState, ItemTransition, Order, OrderItem, Refund, RefundOrigin
-from ..planning import captured_amount
+from .. import selectors
+from ..models import ItemState, Order, OrderItem, Refund, RefundOrigin
+from ..services import captured_amount
 from . import display
 from .base import ReadOnlyAdmin, ReadOnlyInline, has_refund_permission
 from .refund_flow import refund_with_confirmation
@@ -199,9 +200,7 @@ class OrderAdmin(ReadOnlyAdmin):
             **(extra_context or {}),
             "can_refund": self.has_refund_permission(request),
             "history": self.transition_history(object_id),
-            "outside_refunds": Refund.objects.filter(
-                order_id=object_id, origin=RefundOrigin.STRIPE_DASHBOARD
-            ).order_by("created_at") if str(object_id).isdigit() else [],
+            "outside_refunds": selectors.outside_refunds(object_id) if str(object_id).isdigit() else [],
         }
         return super().change_view(request, object_id, form_url, extra_context)
 
@@ -209,8 +208,4 @@ class OrderAdmin(ReadOnlyAdmin):
     def transition_history(object_id):
         if not str(object_id).isdigit():
             return []
-        return (
-            ItemTransition.objects.filter(item__order_id=object_id)
-            .select_related("item", "refund")
-            .order_by("-at", "-pk")
-        )
+        return selectors.order_history(object_id)

@@ -11,9 +11,9 @@ from django.urls import path, reverse
 from django.utils.html import format_html_join
 
 from .. import services
+from ..services import Actor
 from ..exceptions import StripeGatewayError
 from ..models import Refund, StripeEvent
-from ..transitions import Actor
 from . import display
 from .base import ReadOnlyAdmin, ReadOnlyInline, TransitionLogInline, has_refund_permission
 

@@ -1,7 +1,7 @@
 """The Back Office refund flow, shaped like Django's `delete_selected`: the first POST shows a
 confirmation page with what `request_refund` would do; the POST with `post=yes` does it.
 
-The page content is `planning.preview_refunds`, the same rules `request_refund` applies under
+The page content is `services.preview_refunds`, the same rules `request_refund` applies under
 lock, so what the user confirms is what gets refunded. Only the refundable items of a
 selection are submitted; the others are reported with the reason.
 """
@@ -19,7 +19,7 @@ from django.utils.translation import ngettext
 from .. import services
 from ..exceptions import RefundError
 from ..models import RefundReason
-from ..planning import RefundPlan, preview_refunds
+from ..services import RefundPlan, preview_refunds
 
 
 class RefundConfirmationForm(forms.Form):

@@ -1,4 +1,4 @@
-"""Running one OMS transition over many items: in memory through the FSM, then two writes.
+"""The audit writer: one OMS transition over many items, in memory through the FSM, then two writes.
 
 Each item's transition method runs as django-fsm defines it (source states checked, signals
 sent), then the items are written with one `UPDATE` and their audit rows with one `INSERT`
@@ -15,7 +15,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import connection
 from django.utils import timezone
 
-from .models import ItemTransition, OrderItem, Refund
+from ..models import ItemTransition, OrderItem, Refund
 
 BULK_BATCH_SIZE = 500
 UPDATE_CHUNK = 5000

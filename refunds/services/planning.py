@@ -1,7 +1,9 @@
 """What a refund request would do, order by order: pure rules over rows already read.
 
-`request_refund` applies these rules to rows it holds locked; the Back Office confirmation
-page shows the same plan before anything is written, so both always agree.
+No query here: the caller reads the orders, all their items and their live refunds
+(`selectors.live_refunds`) and passes them in. `request_refund` applies these rules to rows it
+holds locked; the Back Office confirmation page (`preview_refunds`) shows the same plan before
+anything is written, so both always agree.
 """
 
 from __future__ import annotations
@@ -9,17 +11,9 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from django.db.models import Sum
-
-from .models import (
-    LIVE_REFUND_STATUSES,
-    REFUNDABLE_STATES,
-    UNREFUNDABLE_AGAIN_STATES,
-    Order,
-    OrderItem,
-    Refund,
-)
-from .money import format_money, is_known_currency
+from ..models import REFUNDABLE_STATES, UNREFUNDABLE_AGAIN_STATES, Order, OrderItem
+from ..money import format_money, is_known_currency
+from ..selectors import LiveRefunds
 
 
 @dataclass
@@ -66,22 +60,14 @@ def captured_amount(order: Order, items: list[OrderItem]) -> int:
     return sum(item.amount for item in items) + order.shipping_amount
 
 
-def plan_refunds(*, orders: list[Order], items: list[OrderItem], selected_ids: set[int]) -> list[RefundPlan]:
-    """One plan per order that has a selected item. `items` are *all* items of `orders`.
-
-    Reads the orders' refunds in three queries, whatever the number of orders and items.
-    """
-    order_ids = [order.pk for order in orders]
+def plan_refunds(
+    *, orders: list[Order], items: list[OrderItem], selected_ids: set[int], live: LiveRefunds
+) -> list[RefundPlan]:
+    """One plan per order that has a selected item. `items` are *all* items of `orders`, and
+    `live` their live refunds."""
     items_by_order: dict[int, list[OrderItem]] = defaultdict(list)
     for item in items:
         items_by_order[item.order_id].append(item)
-
-    live = Refund.objects.filter(order_id__in=order_ids, status__in=LIVE_REFUND_STATUSES)
-    committed = dict(live.values_list("order_id").annotate(total=Sum("amount")).order_by())
-    shipping_taken = set(live.filter(shipping_amount__gt=0).values_list("order_id", flat=True))
-    items_in_live_refund = dict(
-        Refund.items.through.objects.filter(refund__in=live).values_list("orderitem_id", "refund_id")
-    )
 
     plans = []
     for order in orders:
@@ -92,10 +78,10 @@ def plan_refunds(*, orders: list[Order], items: list[OrderItem], selected_ids: s
         plan = RefundPlan(
             order=order,
             captured=captured_amount(order, order_items),
-            committed=committed.get(order.pk, 0),
+            committed=live.committed.get(order.pk, 0),
         )
         for item in selected:
-            reason = _why_not_refundable(item, items_in_live_refund.get(item.pk))
+            reason = _why_not_refundable(item, live.refund_of_item.get(item.pk))
             if reason:
                 plan.blocked.append(BlockedItem(item, reason))
             else:
@@ -107,7 +93,7 @@ def plan_refunds(*, orders: list[Order], items: list[OrderItem], selected_ids: s
         others_done = all(
             item.state in UNREFUNDABLE_AGAIN_STATES for item in order_items if item.pk not in refunding
         )
-        if plan.items and others_done and order.pk not in shipping_taken:
+        if plan.items and others_done and order.pk not in live.shipping_taken:
             plan.shipping_amount = order.shipping_amount
 
         plan.problems = _order_problems(plan)
@@ -140,11 +126,3 @@ def _order_problems(plan: RefundPlan) -> list[str]:
             f"({plan.money(plan.committed)} refunded or in flight)."
         ]
     return []
-
-
-def preview_refunds(items) -> list[RefundPlan]:
-    """The plans for a selection, without locks: what a confirmation page shows."""
-    selected_ids = {item.pk for item in items}
-    orders = list(Order.objects.filter(items__pk__in=selected_ids).distinct().order_by("reference"))
-    all_items = list(OrderItem.objects.filter(order__in=orders).select_related("order").order_by("pk"))
-    return plan_refunds(orders=orders, items=all_items, selected_ids=selected_ids)

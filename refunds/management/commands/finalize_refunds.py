@@ -2,8 +2,8 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.db.models import Count, Sum
 
-from refunds import settlement
-from refunds.management.console import ProgressBar, duration_text
+from refunds import selectors, services
+from refunds.management.console import duration_text, progress_bar
 from refunds.money import format_money
 
 SHOWN = 20
@@ -20,8 +20,8 @@ class Command(BaseCommand):
         parser.add_argument("--batch-size", type=int, default=None, help="Items per transaction (REFUND_SETTLEMENT_BATCH_SIZE).")
 
     def handle(self, *, dry_run, batch_size, **options):
-        cutoff = settlement.settlement_cutoff()
-        due = settlement.items_due_for_settlement(cutoff=cutoff)
+        cutoff = selectors.settlement_cutoff()
+        due = selectors.items_due_for_settlement(cutoff=cutoff)
         total = due.count()
         self.stdout.write(
             f"{total:,} item(s) in payment refund succeeded since before {cutoff:%Y-%m-%d %H:%M %Z} "
@@ -31,9 +31,8 @@ class Command(BaseCommand):
         if dry_run:
             self._describe(due, total)
             return
-        bar = ProgressBar.for_command(self, total, label="finalizing")
-        moved = settlement.finalize_due_refunds(batch_size=batch_size, on_batch=bar.advance)
-        bar.close()
+        with progress_bar(self, total, label="finalizing") as bar:
+            moved = services.finalize_due_refunds(batch_size=batch_size, on_batch=bar.update)
         self.stdout.write(self.style.SUCCESS(f"{moved:,} item(s) moved to payment refunded."))
 
     def _describe(self, due, total):

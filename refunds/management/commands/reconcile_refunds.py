@@ -1,8 +1,8 @@
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from refunds import settlement
-from refunds.management.console import ProgressBar, duration_text
+from refunds import selectors, services
+from refunds.management.console import duration_text, progress_bar
 
 PROGRESS_THRESHOLD = 20  # each refund is a Stripe call: a bar helps early
 
@@ -20,8 +20,8 @@ class Command(BaseCommand):
 
     def handle(self, *, dry_run, limit, **options):
         limit = limit or settings.REFUND_RECONCILE_LIMIT
-        queued = settlement.stale_queued_refunds().select_related("order")
-        pending = settlement.stale_pending_refunds().select_related("order")
+        queued = selectors.stale_queued_refunds().select_related("order")
+        pending = selectors.stale_pending_refunds().select_related("order")
         queued_count, pending_count = queued.count(), pending.count()
         verb = "would be" if dry_run else "will be"
         self.stdout.write(
@@ -39,11 +39,9 @@ class Command(BaseCommand):
                     )
             return
 
-        bar = ProgressBar.for_command(
-            self, min(queued_count, limit) + min(pending_count, limit), label="reconciling", threshold=PROGRESS_THRESHOLD
-        )
-        report = settlement.reconcile_refunds(limit=limit, on_each=lambda repair: bar.advance())
-        bar.close()
+        total = min(queued_count, limit) + min(pending_count, limit)
+        with progress_bar(self, total, label="reconciling", threshold=PROGRESS_THRESHOLD) as bar:
+            report = services.reconcile_refunds(limit=limit, on_each=lambda repair: bar.update())
         for repair in report.repaired:
             self.stdout.write(f"  refund #{repair.refund_id}: {repair.before} → {repair.after}")
         for repair in report.errors:

@@ -1,0 +1,137 @@
+"""Reads that pages, services and jobs share, each written once (DESIGN.md §3).
+
+Nothing here writes or locks; a service that needs rows locked takes the locks itself and
+may pass a locked queryset's ids here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from django.conf import settings
+from django.db.models import Max, OuterRef, Q, QuerySet, Subquery, Sum
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from .models import (
+    LIVE_REFUND_STATUSES,
+    ItemState,
+    ItemTransition,
+    Order,
+    OrderItem,
+    Refund,
+    RefundOrigin,
+    RefundStatus,
+)
+
+RefundItem = Refund.items.through
+
+
+# --- An item's latest refund -----------------------------------------------------------------
+# Refund ids grow with creation, so an item's latest refund is the highest refund id linked to it.
+
+def latest_refund_of_item(field: str = "refund_id") -> Subquery:
+    """A field of each item's newest refund, as a subquery on OrderItem (one query for a list):
+    `refund_id`, or `refund__<field>` for the refund's own fields."""
+    links = RefundItem.objects.filter(orderitem_id=OuterRef("pk")).order_by("-refund_id")
+    return Subquery(links.values(field)[:1])
+
+
+def latest_refund_ids(item_ids: list[int]) -> dict[int, int]:
+    """Each item's newest refund id, in one query."""
+    return dict(
+        RefundItem.objects.filter(orderitem_id__in=item_ids)
+        .values_list("orderitem_id")
+        .annotate(latest=Max("refund_id"))
+        .order_by()
+    )
+
+
+def latest_refund_of(item_id: int) -> Refund | None:
+    return Refund.objects.filter(items=item_id).select_related("order").order_by("-pk").first()
+
+
+def item_ids_of(refund: Refund) -> list[int]:
+    return list(refund.items.order_by("pk").values_list("pk", flat=True))
+
+
+# --- What an order has refunded or in flight -------------------------------------------------
+
+@dataclass
+class LiveRefunds:
+    """The refunds of some orders that count against what may still be refunded."""
+
+    committed: dict[int, int] = field(default_factory=dict)  # order id → amount refunded or in flight
+    shipping_taken: set[int] = field(default_factory=set)  # order ids whose shipping a live refund carries
+    refund_of_item: dict[int, int] = field(default_factory=dict)  # item id → the live refund it is part of
+
+
+def live_refunds(order_ids: list[int]) -> LiveRefunds:
+    """Three queries, whatever the number of orders and items."""
+    live = Refund.objects.filter(order_id__in=order_ids, status__in=LIVE_REFUND_STATUSES)
+    return LiveRefunds(
+        committed=dict(live.values_list("order_id").annotate(total=Sum("amount")).order_by()),
+        shipping_taken=set(live.filter(shipping_amount__gt=0).values_list("order_id", flat=True)),
+        refund_of_item=dict(RefundItem.objects.filter(refund__in=live).values_list("orderitem_id", "refund_id")),
+    )
+
+
+def orders_with_items_of(item_ids) -> tuple[list[Order], list[OrderItem]]:
+    """The orders of the given items and *all* their items, unlocked (a confirmation page)."""
+    orders = list(Order.objects.filter(items__pk__in=item_ids).distinct().order_by("reference"))
+    items = list(OrderItem.objects.filter(order__in=orders).select_related("order").order_by("pk"))
+    return orders, items
+
+
+def outside_refunds(order_id) -> QuerySet[Refund]:
+    """Refunds made in the Stripe Dashboard against an order."""
+    return Refund.objects.filter(order_id=order_id, origin=RefundOrigin.STRIPE_DASHBOARD).order_by("created_at")
+
+
+def order_history(order_id) -> QuerySet[ItemTransition]:
+    """The audit log of an order's items, newest first."""
+    return (
+        ItemTransition.objects.filter(item__order_id=order_id)
+        .select_related("item", "refund")
+        .order_by("-at", "-pk")
+    )
+
+
+# --- What the scheduled jobs work on ---------------------------------------------------------
+
+def settlement_cutoff(now: datetime | None = None) -> datetime:
+    """Items that entered `payment refund succeeded` before this moment are due."""
+    return (now or timezone.now()) - settings.REFUND_SETTLEMENT_PERIOD
+
+
+def items_due_for_settlement(*, cutoff: datetime | None = None) -> QuerySet[OrderItem]:
+    # state_changed_at is rewritten on every transition, so succeeded → failed → succeeded
+    # restarts the clock, as an OMS timeout does.
+    return OrderItem.objects.filter(
+        state=ItemState.PAYMENT_REFUND_SUCCEEDED, state_changed_at__lt=cutoff or settlement_cutoff()
+    )
+
+
+def stale_queued_refunds(*, now: datetime | None = None) -> QuerySet[Refund]:
+    """Refunds still waiting for `submit_refund` long after they were created or last sent."""
+    cutoff = (now or timezone.now()) - settings.REFUND_RECONCILE_QUEUED_AFTER
+    return (
+        Refund.objects.filter(status=RefundStatus.QUEUED, origin=RefundOrigin.BACK_OFFICE)
+        .annotate(last_try=Coalesce("last_submitted_at", "created_at"))
+        .filter(last_try__lt=cutoff)
+        .order_by("last_try", "pk")
+    )
+
+
+def stale_pending_refunds(*, now: datetime | None = None) -> QuerySet[Refund]:
+    """Refunds Stripe called pending (or requires_action) long ago, not asked about since."""
+    cutoff = (now or timezone.now()) - settings.REFUND_RECONCILE_PENDING_AFTER
+    return (
+        Refund.objects.filter(
+            status__in=(RefundStatus.PENDING, RefundStatus.REQUIRES_ACTION), status_changed_at__lt=cutoff
+        )
+        .filter(Q(last_reconciled_at__isnull=True) | Q(last_reconciled_at__lt=cutoff))
+        .annotate(last_look=Coalesce("last_reconciled_at", "status_changed_at"))
+        .order_by("last_look", "pk")
+    )

@@ -1,0 +1,116 @@
+"""Reconciliation: refunds nobody heard of again are repaired from Stripe.
+
+- A refund whose `submit_refund` task was lost (broker down, worker killed) is still queued
+  long after it was requested: it is sent again, with its idempotency key, after a lookup at
+  Stripe by metadata if an earlier attempt may have reached it.
+- A refund Stripe keeps `pending` and whose webhook never came is fetched from Stripe and the
+  fetch recorded through the one Stripe-view function (`stripe_view.sync_refund_from_stripe`).
+
+The beat task (refunds.tasks.reconcile_refunds) and `manage.py reconcile_refunds` call this; it
+is safe to run twice at once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.utils import timezone
+
+from .. import selectors
+from ..exceptions import StripeGatewayError
+from ..models import Refund
+from .audit import Actor
+from .stripe_view import sync_refund_from_stripe
+from .submission import submit_refund
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Repair:
+    refund_id: int
+    before: str
+    after: str = ""
+    error: str = ""
+
+    @property
+    def changed(self) -> bool:
+        return not self.error and self.after != self.before
+
+
+@dataclass
+class ReconcileReport:
+    resubmitted: list[Repair] = field(default_factory=list)
+    synced: list[Repair] = field(default_factory=list)
+
+    @property
+    def errors(self) -> list[Repair]:
+        return [repair for repair in self.resubmitted + self.synced if repair.error]
+
+    @property
+    def repaired(self) -> list[Repair]:
+        return [repair for repair in self.resubmitted + self.synced if repair.changed]
+
+    def as_dict(self) -> dict:
+        return {
+            "resubmitted": len(self.resubmitted),
+            "synced": len(self.synced),
+            "repaired": len(self.repaired),
+            "errors": len(self.errors),
+        }
+
+
+def reconcile_refunds(
+    *, limit: int | None = None, on_each: Callable[[Repair], None] | None = None
+) -> ReconcileReport:
+    """Send stale queued refunds again and settle stale pending ones from Stripe's answer.
+
+    At most `limit` (REFUND_RECONCILE_LIMIT) refunds of each kind per run, oldest first. An
+    error on one refund is logged and kept in the report; the others are still handled.
+    """
+    limit = limit or settings.REFUND_RECONCILE_LIMIT
+    report = ReconcileReport()
+    actor = Actor.reconciliation()
+
+    for refund_id, status in selectors.stale_queued_refunds().values_list("pk", "status")[:limit]:
+        # submit_refund sends with the refund's idempotency key, and asks Stripe by metadata
+        # first whenever an earlier attempt was made (its key may have expired after 24 h).
+        # A refund never attempted cannot exist at Stripe, whatever its age.
+        repair = Repair(refund_id, before=status)
+        report.resubmitted.append(repair)
+        _attempt(repair, lambda: submit_refund(refund_id=refund_id), on_each)
+
+    for refund_id, status in selectors.stale_pending_refunds().values_list("pk", "status")[:limit]:
+        # Recorded before asking, so a refund Stripe keeps pending, or one that errors, takes
+        # its turn after the others rather than first in every run.
+        Refund.objects.filter(pk=refund_id).update(last_reconciled_at=timezone.now())
+        repair = Repair(refund_id, before=status)
+        report.synced.append(repair)
+        _attempt(repair, lambda: sync_refund_from_stripe(refund_id=refund_id, by=actor), on_each)
+
+    for repair in report.repaired:
+        logger.info("reconcile_refunds: refund %s repaired: %s → %s", repair.refund_id, repair.before, repair.after)
+    logger.info(
+        "reconcile_refunds: %d queued refund(s) sent again, %d pending refund(s) checked with Stripe, "
+        "%d repaired, %d error(s)",
+        len(report.resubmitted), len(report.synced), len(report.repaired), len(report.errors),
+    )
+    return report
+
+
+def _attempt(repair: Repair, call: Callable[[], Refund], on_each: Callable[[Repair], None] | None) -> None:
+    # One refund that fails (Stripe down, a refund Stripe does not know, a bug) must not keep
+    # the others from being repaired; it is logged and tried again next run.
+    try:
+        repair.after = call().status
+    except StripeGatewayError as error:
+        repair.error = error.message
+        logger.warning("reconcile_refunds: refund %s not repaired, Stripe: %s", repair.refund_id, error.message)
+    except Exception as error:  # noqa: BLE001
+        repair.error = str(error) or error.__class__.__name__
+        logger.exception("reconcile_refunds: refund %s not repaired: %s", repair.refund_id, repair.error)
+    if on_each is not None:
+        on_each(repair)

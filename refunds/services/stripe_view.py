@@ -1,0 +1,272 @@
+"""Stripe's word about a refund lands here, and only here (DESIGN.md §3 and §10).
+
+Four paths learn what Stripe thinks of a refund: the API's answer to our create call
+(`submission`), a webhook event (`refunds.webhooks`), "Check status with Stripe" and the
+reconciliation job (both `sync_refund_from_stripe`). Each builds a `StripeView` — the Stripe
+refund as Stripe described it, and as of when — and hands it to `record_stripe_view`, which
+finds our refund, applies the ordering rule and maps the status onto the items
+(`apply_refund_status`).
+
+The ordering rule: the newest Stripe view of a refund wins. `Refund.stripe_event_created_at`
+keeps the moment of the newest view applied (Stripe's `created` has one-second resolution, so
+every view is kept in whole seconds):
+
+- an event created before it changes nothing; an event of the same second cannot be ordered
+  by its `created`, so the refund is fetched from Stripe and the fetch is applied instead;
+- the API's answer and a fetch are views as of the moment they were made. Whatever was
+  applied before was received, hence created, before that moment, so they always apply, and
+  an event created before them changes nothing.
+
+Locks: the refund row first, then the order, then the order's items (refunds.services).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import logging
+from dataclasses import dataclass
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from django_fsm import can_proceed
+
+from .. import gateway, selectors
+from ..gateway import StripeRefund
+from ..models import Order, OrderItem, Refund, RefundOrigin, RefundReason, RefundStatus
+from .audit import Actor, transition_items
+
+logger = logging.getLogger(__name__)
+
+BIGINT_MAX = 2**63 - 1
+
+
+class ViewSource(enum.Enum):
+    ANSWER = "the API's answer"
+    EVENT = "an event"
+    FETCH = "a fetch"
+
+
+@dataclass(frozen=True)
+class StripeView:
+    """What Stripe said about one of its refunds, and as of when (whole seconds)."""
+
+    refund: StripeRefund
+    at: dt.datetime
+    source: ViewSource
+
+    @classmethod
+    def of_event(cls, stripe_refund: StripeRefund, *, event_created: dt.datetime) -> StripeView:
+        return cls(stripe_refund, event_created, ViewSource.EVENT)
+
+    @classmethod
+    def answered(cls, stripe_refund: StripeRefund) -> StripeView:
+        return cls(stripe_refund, _this_second(), ViewSource.ANSWER)
+
+    @classmethod
+    def fetched(cls, stripe_refund: StripeRefund) -> StripeView:
+        return cls(stripe_refund, _this_second(), ViewSource.FETCH)
+
+    @property
+    def is_event(self) -> bool:
+        return self.source is ViewSource.EVENT
+
+
+def _this_second() -> dt.datetime:
+    return timezone.now().replace(microsecond=0)
+
+
+def record_stripe_view(*, view: StripeView, by: Actor, refund: Refund | None = None) -> Refund | None:
+    """Record what Stripe says about a refund, if it is newer than what we know.
+
+    `refund` is our refund, row-locked by the caller; without it the Stripe refund is matched
+    to ours here (by Stripe id, else by the metadata we sent), and one that is not ours but
+    names an order's PaymentIntent is recorded as made outside this system. Returns our refund,
+    or None when the Stripe refund belongs to no order of ours. Runs inside the caller's
+    transaction.
+    """
+    if refund is None:
+        refund = _locked_refund_for(view.refund)
+        if refund is None:
+            refund = _record_dashboard_refund(view.refund, by=by)
+            if refund is None:
+                return None
+    last = refund.stripe_event_created_at
+    if view.is_event and last is not None:
+        if view.at < last:
+            logger.info(
+                "%s: refund %s at Stripe is %s as of %s, but a view of %s was applied already; ignored",
+                by.label, view.refund.id, view.refund.status, view.at.isoformat(), last.isoformat(),
+            )
+            return refund
+        if view.at == last:
+            # Same second as the view applied last: which is newer cannot be told from
+            # `created`, so apply what Stripe says now.
+            view = StripeView.fetched(gateway.retrieve_refund(view.refund.id))
+    # A fetch or an answer is newer than anything applied before it (see the module's doc);
+    # max() also keeps a clock that lags Stripe's from moving the mark backwards.
+    refund.stripe_event_created_at = view.at if last is None else max(view.at, last)
+    refund.stripe_refund_id = view.refund.id
+    apply_refund_status(
+        refund=refund, status=view.refund.status, failure_reason=view.refund.failure_reason, by=by
+    )
+    logger.info(
+        "%s: refund %s (ours #%s) is %s, from %s", by.label, view.refund.id, refund.pk, view.refund.status,
+        view.source.value,
+    )
+    return refund
+
+
+def sync_refund_from_stripe(*, refund_id: int, by: Actor) -> Refund:
+    """Ask Stripe what became of a refund and record it ("Check status with Stripe", reconciliation).
+
+    A refund Stripe has no id for yet is looked up by its metadata; one Stripe does not know
+    is left as it is.
+    """
+    with transaction.atomic():
+        refund = Refund.objects.select_for_update().select_related("order").get(pk=refund_id)
+        if refund.stripe_refund_id:
+            answer = gateway.retrieve_refund(refund.stripe_refund_id)
+        else:
+            answer = gateway.find_refund(
+                payment_intent=refund.order.stripe_payment_intent_id, idempotency_key=refund.idempotency_key
+            )
+        if answer is not None:
+            record_stripe_view(view=StripeView.fetched(answer), refund=refund, by=by)
+    return refund
+
+
+# --- Status → items --------------------------------------------------------------------------
+
+# The fields of a refund that Stripe's word (and the callers before us) may change.
+STRIPE_VIEW_FIELDS = [
+    "status", "status_changed_at", "failure_reason", "stripe_refund_id", "stripe_event_created_at", "last_error",
+]
+
+# Which transition a Stripe refund status fires on the items it covers (DESIGN.md §1).
+STATUS_TRANSITIONS = {
+    RefundStatus.SUCCEEDED: "refund_succeeded",
+    RefundStatus.FAILED: "refund_failed",
+    RefundStatus.CANCELED: "refund_failed",
+    RefundStatus.PENDING: None,
+    RefundStatus.REQUIRES_ACTION: None,
+}
+
+
+def apply_refund_status(*, refund: Refund, status: str, by: Actor, failure_reason: str = "") -> list[OrderItem]:
+    """Save Stripe's status for `refund` and move its items accordingly; the one place that
+    maps a Stripe refund status onto items. Returns the items that moved.
+
+    An item moves only if this refund is its latest one: a late word about an old, failed
+    refund must not move an item that a newer refund is handling.
+    """
+    if status not in STATUS_TRANSITIONS:
+        raise ValueError(f"unknown Stripe refund status {status!r}")
+    # No savepoint: callers run this inside their own transaction, and an error aborts it whole.
+    with transaction.atomic(savepoint=False):
+        if refund.origin != RefundOrigin.BACK_OFFICE:
+            # A Dashboard refund has no items to lock; its status changes what request_refund may
+            # still refund, which it reads under the order's lock.
+            Order.objects.select_for_update().filter(pk=refund.order_id).get()
+        if refund.status != status:
+            refund.status = status
+            refund.status_changed_at = timezone.now()
+        failed = status in (RefundStatus.FAILED, RefundStatus.CANCELED)
+        refund.failure_reason = (failure_reason or status) if failed else ""
+        refund.save(update_fields=STRIPE_VIEW_FIELDS)
+
+        transition = STATUS_TRANSITIONS[status]
+        if transition is None or refund.origin != RefundOrigin.BACK_OFFICE:
+            return []
+        # The items' row locks serialize this with request_refund, which locks every item of
+        # the order before it reads the order's refunds.
+        items = list(
+            OrderItem.objects.select_for_update(of=("self",))
+            .filter(refunds=refund)
+            .annotate(latest_refund_id=selectors.latest_refund_of_item())
+            .order_by("pk")
+        )
+        movable = [
+            item for item in items
+            if item.latest_refund_id == refund.pk and can_proceed(getattr(item, transition))
+        ]
+        return transition_items(movable, transition, by=by, refund=refund)
+
+
+# --- Whose refund is it? ---------------------------------------------------------------------
+
+def _locked_refund_for(stripe_refund: StripeRefund) -> Refund | None:
+    """Our refund for a Stripe refund, row-locked: by Stripe id, else by the metadata we sent.
+
+    The webhook can arrive before `submit_refund` has saved the Stripe id; `submit_refund`
+    holds this same row lock while it talks to Stripe, so we wait for it and then see its id.
+    """
+    refund = Refund.objects.select_for_update().filter(stripe_refund_id=stripe_refund.id).first()
+    if refund is not None:
+        return refund
+    oms_refund_id = stripe_refund.oms_refund_id
+    if oms_refund_id is None or oms_refund_id > BIGINT_MAX:  # metadata anyone can type in the Dashboard
+        return None
+    refund = Refund.objects.select_for_update().filter(pk=oms_refund_id).first()
+    if refund is None:
+        logger.warning("Stripe refund %s names our refund #%s, which does not exist", stripe_refund.id, oms_refund_id)
+        return None
+    key = stripe_refund.metadata.get("oms_idempotency_key")
+    if key and key != refund.idempotency_key:
+        # Another installation (a test database reset, a staging copy) sharing the Stripe account.
+        logger.warning(
+            "Stripe refund %s names our refund #%s but another idempotency key; not ours",
+            stripe_refund.id, oms_refund_id,
+        )
+        return None
+    if refund.stripe_refund_id and refund.stripe_refund_id != stripe_refund.id:
+        logger.error(
+            "Stripe refund %s names our refund #%s, which is Stripe refund %s: a second Stripe refund",
+            stripe_refund.id, oms_refund_id, refund.stripe_refund_id,
+        )
+        return None
+    return refund
+
+
+def _record_dashboard_refund(stripe_refund: StripeRefund, *, by: Actor) -> Refund | None:
+    """Record a refund made outside this system against the order whose PaymentIntent it names.
+
+    It moves no item, but counts against what may still be refunded (planning counts every
+    live refund of the order).
+    """
+    orders = (
+        list(Order.objects.filter(stripe_payment_intent_id=stripe_refund.payment_intent)[:2])
+        if stripe_refund.payment_intent else []
+    )
+    if len(orders) != 1:
+        logger.warning(
+            "%s: Stripe refund %s (%s) of PaymentIntent %s matches %s order; not recorded",
+            by.label, stripe_refund.id, stripe_refund.status, stripe_refund.payment_intent or "(none)",
+            "more than one" if orders else "no",
+        )
+        return None
+    if stripe_refund.amount <= 0:
+        logger.warning("%s: Stripe refund %s has no amount; not recorded", by.label, stripe_refund.id)
+        return None
+    order = orders[0]
+    try:
+        with transaction.atomic():
+            refund = Refund.objects.create(
+                order=order,
+                origin=RefundOrigin.STRIPE_DASHBOARD,
+                stripe_refund_id=stripe_refund.id,
+                amount=stripe_refund.amount,
+                currency=stripe_refund.currency or order.currency,
+                status=stripe_refund.status,
+                reason=stripe_refund.reason if stripe_refund.reason in RefundReason.values else "",
+                note=f"Made outside this system (Stripe Dashboard); recorded from {by.label}.",
+                created_by=None,
+            )
+    except IntegrityError:
+        # Another event about the same refund recorded it a moment ago, on another connection.
+        return Refund.objects.select_for_update().get(stripe_refund_id=stripe_refund.id)
+    logger.info(
+        "%s: Stripe refund %s of %s made outside this system recorded for order %s",
+        by.label, stripe_refund.id, order.money(stripe_refund.amount), order.reference,
+    )
+    return refund

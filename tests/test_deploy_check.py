@@ -92,10 +92,10 @@ def test_missing_stripe_settings_stop_production():
     assert "refunds.E001" in result.stderr and "refunds.E003" in result.stderr
 
 
-@pytest.mark.parametrize(("path", "status"), [("/health/", 503), ("/admin/login/", 301)])
+@pytest.mark.parametrize(("path", "status"), [("/health/", 500), ("/admin/login/", 301)])
 def test_in_production_only_the_health_probe_is_answered_over_plain_http(path, status):
     # The load balancer probes over HTTP; every other page redirects to HTTPS. The database
-    # is unreachable here, so the probe answers 503, without saying why.
+    # is unreachable here, so the probe answers 500, without saying why.
     script = (
         "import django; django.setup(); from django.test import Client;"
         f"r = Client().get({path!r}, HTTP_HOST='oms.shop.example'); print(r.status_code); print(r.content.decode())"
@@ -112,4 +112,5 @@ def test_in_production_only_the_health_probe_is_answered_over_plain_http(path, s
     code, _, body = result.stdout.partition("\n")
     assert int(code) == status
     if path == "/health/":
-        assert "127.0.0.1" not in body and '"database": {"ok": false}' in body
+        assert "127.0.0.1" not in body and "redis.internal.example" not in body
+        assert '"Database": "Unavailable: connection failed"' in body

@@ -100,6 +100,11 @@ class Demo:
                 pytest.fail(f"no {what} within {timeout} s:\n{self.tail()}")
             time.sleep(0.5)
 
+    def is_ready(self) -> bool:
+        """The banner is printed once seeding is done and the Back Office answers; honcho
+        starts the web server before the seed, so the login page alone is not enough."""
+        return "Ctrl-C stops everything." in self.output() and self.login_page_answers()
+
     def login_page_answers(self) -> bool:
         try:
             with urllib.request.urlopen(f"{self.web}/admin/login/", timeout=5) as response:
@@ -184,7 +189,7 @@ def test_make_run_from_a_fresh_copy_refunds_an_item_through_the_back_office_and_
     # --- First run: from nothing to a working Back Office ----------------------------------
     demo = Demo(fresh_copy, env, fresh_copy.parent / "make-run-1.log")
     try:
-        demo.wait_until("admin login page answering 200", demo.login_page_answers, START_TIMEOUT)
+        demo.wait_until("the banner and the admin login page answering 200", demo.is_ready, START_TIMEOUT)
         assert (fresh_copy / ".venv" / "bin" / "python").exists()
         assert f"Created the Back Office user 'admin' with password '{password}'" in demo.output()
 
@@ -225,7 +230,7 @@ def test_make_run_from_a_fresh_copy_refunds_an_item_through_the_back_office_and_
     # --- Second run: same database and emulator store, no duplicate seed, no port clash ------
     demo = Demo(fresh_copy, env, fresh_copy.parent / "make-run-2.log")
     try:
-        demo.wait_until("admin login page answering 200 again", demo.login_page_answers, START_TIMEOUT)
+        demo.wait_until("the banner and the admin login page answering 200 again", demo.is_ready, START_TIMEOUT)
         assert f"Demo orders already there: {', '.join(DEMO_REFERENCES)}" in demo.output()
         assert "The Back Office user 'admin' exists; its password is unchanged" in demo.output()
         assert order_count(database) == len(DEMO_REFERENCES)

@@ -11,7 +11,7 @@ def setup_django(database_url: str, *, random_page_cost: float | None = None) ->
     """Point Django at `database_url` (created if missing), migrate it, and turn DEBUG off
     (Django keeps every query in memory under DEBUG)."""
     os.environ["DATABASE_URL"] = database_url
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "refunds_project.settings")
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "refunds_project.settings_dev")
     os.environ.setdefault("REFUNDS_LOG_LEVEL", "WARNING")
     sys.path.insert(0, str(BASE_DIR))
     import django

@@ -191,16 +191,17 @@ def job_breakdown(batch_size: int | None) -> dict[str, float]:
     """Wall time per phase of one job run, by wrapping the functions the job calls."""
     from django.db.models import QuerySet
 
-    from refunds import services, settlement, transitions
+    from refunds import selectors
+    from refunds.services import audit, settlement
 
     spent: dict[str, float] = {}
     patched = [
-        (settlement, "items_due_for_settlement", "select … for update skip locked"),
-        (services, "latest_refund_ids", "latest refund per item"),
+        (selectors, "items_due_for_settlement", "select … for update skip locked"),
+        (selectors, "latest_refund_ids", "latest refund per item"),
         (settlement, "_share_lock_refunds", "key-share lock on refunds"),
-        (transitions, "run_transition", "django-fsm transitions + audit objects"),
+        (audit, "run_transition", "django-fsm transitions + audit objects"),
         (QuerySet, "update", "UPDATE items"),
-        (transitions, "write_log", "INSERT audit rows"),
+        (audit, "write_log", "INSERT audit rows"),
     ]
     originals = [(owner, name, getattr(owner, name)) for owner, name, _ in patched]
 

@@ -102,9 +102,24 @@ def stop_honcho(honcho: subprocess.Popen, signum: int) -> None:
         # handler), or a terminal gone that it cannot print to. Its tree is intact while it runs.
         groups = process_groups_under(honcho.pid)
         print(f"run_demo: honcho did not stop within {STOP_TIMEOUT_SECONDS} s: killing process groups {groups}", flush=True)
+        _signal_group(honcho.pid, signal.SIGKILL)
+        honcho.wait()  # reaped, so that its group is gone for stop_groups
+        stop_groups(groups, signal.SIGKILL)
+
+
+def stop_groups(groups: list[int], first: int = signal.SIGTERM) -> None:
+    """Signal each process group; return once all are gone, after SIGKILL to what is left
+    when STOP_TIMEOUT_SECONDS have passed."""
+    for sig, timeout in ((first, STOP_TIMEOUT_SECONDS), (signal.SIGKILL, 5)):
         for pgid in groups:
-            _signal_group(pgid, signal.SIGKILL)
-        honcho.wait()
+            _signal_group(pgid, sig)
+        deadline = time.monotonic() + timeout
+        while any(_group_alive(pgid) for pgid in groups):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        else:
+            return
 
 
 def process_groups_under(root: int) -> list[int]:
@@ -138,6 +153,16 @@ def _signal_group(pgid: int, sig: int) -> None:
         pass
 
 
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _runs_here(pid: int) -> bool:
     """Whether `pid` is a live process started in this checkout (honcho's and its children's
     working directory). A zombie or another user's process has no readable cwd."""
@@ -164,17 +189,12 @@ def clean_up_previous_run() -> None:
     previous = state.get("run_demo_pid")
     if previous and previous != os.getpid() and "run_demo.py" in _cmdline(previous):
         raise SystemExit(f"run_demo: the demo already runs (process {previous}); stop it with Ctrl-C there.")
-    honcho = state.get("honcho_pid")
-    if honcho and _runs_here(honcho):
-        print(f"run_demo: stopping honcho (process {honcho}) left over from a previous run", flush=True)
-        os.kill(honcho, signal.SIGTERM)  # it stops its processes as on Ctrl-C
-        deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
-        while _runs_here(honcho) and time.monotonic() < deadline:
-            time.sleep(0.2)
-    for pgid in state.get("process_groups", []):
-        if _runs_here(pgid):
-            print(f"run_demo: killing process group {pgid} ({_cmdline(pgid)}) left over from a previous run", flush=True)
-            _signal_group(pgid, signal.SIGKILL)
+    # A live honcho stops its processes itself on SIGTERM, as on Ctrl-C; theirs get it too,
+    # for when honcho is gone.
+    groups = [pgid for pgid in [state.get("honcho_pid"), *state.get("process_groups", [])] if pgid and _runs_here(pgid)]
+    for pgid in groups:
+        print(f"run_demo: stopping process group {pgid} ({_cmdline(pgid)}), left over from a previous run", flush=True)
+    stop_groups(groups)
     STATE_FILE.unlink(missing_ok=True)
 
 

@@ -4,6 +4,8 @@ from django.apps import AppConfig
 class RefundsConfig(AppConfig):
     name = "refunds"
     verbose_name = "Refunds"
+    # The migrations' primary keys, whatever the host project's DEFAULT_AUTO_FIELD says.
+    default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self):
         from . import checks  # noqa: F401  (registers the system checks)

@@ -11,17 +11,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connections
 from django_celery_beat.models import PeriodicTask
 from django_celery_beat.schedulers import DatabaseScheduler, ModelEntry
+
+from .conf import app_settings
 
 SEEDED_DESCRIPTION = "Defined in settings.CELERY_BEAT_SCHEDULE; edits made here are kept."
 
 
 def seed_periodic_tasks(schedule: Mapping[str, dict] | None = None, *, app=None) -> list[str]:
     """Create a `PeriodicTask` for every entry of the schedule that has none; return their names."""
-    schedule = settings.CELERY_BEAT_SCHEDULE if schedule is None else schedule
+    schedule = app_settings.CELERY_BEAT_SCHEDULE if schedule is None else schedule
     created = []
     for name, entry in schedule.items():
         if PeriodicTask.objects.filter(name=name).exists():

@@ -8,12 +8,14 @@ so `migrate` still works on a fresh clone before Stripe is configured.
 from django.conf import settings
 from django.core.checks import Error, Warning, register
 
+from .conf import app_settings
+
 
 @register("refunds")
 def check_stripe_settings(app_configs, **kwargs):
     Problem = Warning if settings.DEBUG else Error
     problems = []
-    key = settings.STRIPE_SECRET_KEY
+    key = app_settings.STRIPE_SECRET_KEY
     if not key:
         problems.append(Problem(
             "STRIPE_SECRET_KEY is not set.",
@@ -27,17 +29,17 @@ def check_stripe_settings(app_configs, **kwargs):
             hint="Secret keys start with sk_test_, sk_live_, rk_test_ or rk_live_; publishable keys (pk_…) cannot refund.",
             id=f"refunds.{Problem.__name__[0]}002",
         ))
-    if not settings.STRIPE_WEBHOOK_SECRET:
+    if not app_settings.STRIPE_WEBHOOK_SECRET:
         problems.append(Problem(
             "STRIPE_WEBHOOK_SECRET is not set.",
             hint="Set STRIPE_WEBHOOK_SECRET to the signing secret (whsec_…) of the webhook "
                  "endpoint that points at /stripe/webhook/.",
             id=f"refunds.{Problem.__name__[0]}003",
         ))
-    if key.startswith(("sk_live_", "rk_live_")) and settings.STRIPE_API_BASE:
+    if key.startswith(("sk_live_", "rk_live_")) and app_settings.STRIPE_API_BASE:
         problems.append(Warning(
             "A live Stripe key is sent to STRIPE_API_BASE instead of Stripe.",
-            hint=f"STRIPE_API_BASE is {settings.STRIPE_API_BASE!r}; unset it in production.",
+            hint=f"STRIPE_API_BASE is {app_settings.STRIPE_API_BASE!r}; unset it in production.",
             id="refunds.W010",
         ))
     return problems

@@ -8,6 +8,8 @@ emulator, development host names) are warnings here, so a deploy with one left o
 from django.conf import settings
 from django.core.checks import Tags, Warning, register
 
+from .conf import app_settings
+
 DEVELOPMENT_HOSTS = {"localhost", "127.0.0.1", "[::1]", "testserver"}
 
 
@@ -21,7 +23,7 @@ def check_production_services(app_configs, **kwargs):
                  "refund requests rely on row locks that SQLite only imitates with one writer.",
             id="refunds.W101",
         ))
-    if settings.CELERY_BROKER_URL.startswith("filesystem://"):
+    if app_settings.CELERY_BROKER_URL.startswith("filesystem://"):
         problems.append(Warning(
             "The Celery broker is the embedded filesystem transport.",
             hint="Set CELERY_BROKER_URL to Redis (redis://host:6379/0); the filesystem broker "
@@ -34,10 +36,10 @@ def check_production_services(app_configs, **kwargs):
             hint="Set DJANGO_ALLOWED_HOSTS to the public host name(s), comma-separated.",
             id="refunds.W103",
         ))
-    if settings.STRIPE_API_BASE:
+    if app_settings.STRIPE_API_BASE:
         problems.append(Warning(
             "Stripe requests go to STRIPE_API_BASE, not to Stripe.",
-            hint=f"STRIPE_API_BASE is {settings.STRIPE_API_BASE!r}; unset it in production.",
+            hint=f"STRIPE_API_BASE is {app_settings.STRIPE_API_BASE!r}; unset it in production.",
             id="refunds.W104",
         ))
     return problems

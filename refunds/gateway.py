@@ -15,8 +15,8 @@ import time
 from dataclasses import dataclass, field
 
 import stripe
-from django.conf import settings
 
+from .conf import app_settings
 from .exceptions import StripeFinalError, StripeRetryableError
 
 # Stripe metadata values hold at most 500 characters: long item id lists are split over keys.
@@ -100,10 +100,10 @@ def _client_for(api_key: str, api_base: str, api_version: str, timeout: float) -
 
 def client() -> stripe.StripeClient:
     return _client_for(
-        settings.STRIPE_SECRET_KEY,
-        settings.STRIPE_API_BASE,
-        settings.STRIPE_API_VERSION,
-        settings.STRIPE_TIMEOUT_SECONDS,
+        app_settings.STRIPE_SECRET_KEY,
+        app_settings.STRIPE_API_BASE,
+        app_settings.STRIPE_API_VERSION,
+        app_settings.STRIPE_TIMEOUT_SECONDS,
     )
 
 
@@ -138,7 +138,7 @@ def create_refund(
     reason: str = "",
 ) -> StripeRefund:
     params = {"payment_intent": payment_intent, "amount": amount, "metadata": metadata}
-    if reason and settings.STRIPE_SEND_REFUND_REASON:
+    if reason and app_settings.STRIPE_SEND_REFUND_REASON:
         # Sent only when chosen: localstripe answers 400 to any parameter it does not know.
         params["reason"] = reason
     refund = _call(client().v1.refunds.create, params, {"idempotency_key": idempotency_key})

@@ -15,7 +15,6 @@ import functools
 import os
 
 from asgiref.sync import sync_to_async
-from django.conf import settings
 from django.db import DatabaseError
 from django.http import JsonResponse
 from django.utils import timezone
@@ -24,6 +23,8 @@ from health_check.base import HealthCheck
 from health_check.checks import Database
 from health_check.exceptions import ServiceUnavailable
 from health_check.views import HealthCheckView
+
+from .conf import app_settings
 
 
 @dataclasses.dataclass
@@ -53,7 +54,7 @@ class BeatSchedule(HealthCheck):
         """Raise ServiceUnavailable naming each overdue, disabled or missing job; else say how
         long ago each ran."""
         now = now or timezone.now()
-        names = list(settings.CELERY_BEAT_SCHEDULE)
+        names = list(app_settings.CELERY_BEAT_SCHEDULE)
         try:
             tasks = {task.name: task for task in PeriodicTask.objects.filter(name__in=names).select_related(
                 "interval", "crontab", "solar", "clocked"
@@ -73,7 +74,7 @@ class BeatSchedule(HealthCheck):
             # When the job is due next after its last run, by its own schedule (celery's API).
             next_due = task.schedule.now() + task.schedule.remaining_estimate(last)
             overdue = now - next_due
-            if overdue > settings.HEALTH_BEAT_GRACE:
+            if overdue > app_settings.HEALTH_BEAT_GRACE:
                 problems.append(f"{name} is overdue by {int(overdue.total_seconds())} s (last run {last.isoformat()})")
             ages.append(f"{name} last run {int((now - last).total_seconds())} s ago" if task.last_run_at else f"{name} not run yet")
         if problems:
@@ -84,9 +85,9 @@ class BeatSchedule(HealthCheck):
 def broker_check() -> tuple[type[HealthCheck], dict] | None:
     """The check for the configured Celery broker: the library's Redis check, or ours for the
     embedded filesystem transport."""
-    url = settings.CELERY_BROKER_URL
+    url = app_settings.CELERY_BROKER_URL
     if url.startswith("filesystem://"):
-        options = getattr(settings, "CELERY_BROKER_TRANSPORT_OPTIONS", {}) or {}
+        options = app_settings.CELERY_BROKER_TRANSPORT_OPTIONS or {}
         return FilesystemBroker, {"folder": options.get("data_folder_out", "")}
     if url.startswith(("redis://", "rediss://", "unix://")):
         from health_check.contrib.redis import Redis

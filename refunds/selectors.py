@@ -9,11 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from django.conf import settings
 from django.db.models import Max, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from .conf import app_settings
 from .models import (
     LIVE_REFUND_STATUSES,
     ItemState,
@@ -102,7 +102,7 @@ def order_history(order_id) -> QuerySet[ItemTransition]:
 
 def settlement_cutoff(now: datetime | None = None) -> datetime:
     """Items that entered `payment refund succeeded` before this moment are due."""
-    return (now or timezone.now()) - settings.REFUND_SETTLEMENT_PERIOD
+    return (now or timezone.now()) - app_settings.REFUND_SETTLEMENT_PERIOD
 
 
 def items_due_for_settlement(*, cutoff: datetime | None = None) -> QuerySet[OrderItem]:
@@ -115,7 +115,7 @@ def items_due_for_settlement(*, cutoff: datetime | None = None) -> QuerySet[Orde
 
 def stale_queued_refunds(*, now: datetime | None = None) -> QuerySet[Refund]:
     """Refunds still waiting for `submit_refund` long after they were created or last sent."""
-    cutoff = (now or timezone.now()) - settings.REFUND_RECONCILE_QUEUED_AFTER
+    cutoff = (now or timezone.now()) - app_settings.REFUND_RECONCILE_QUEUED_AFTER
     return (
         Refund.objects.filter(status=RefundStatus.QUEUED, origin=RefundOrigin.BACK_OFFICE)
         .annotate(last_try=Coalesce("last_submitted_at", "created_at"))
@@ -126,7 +126,7 @@ def stale_queued_refunds(*, now: datetime | None = None) -> QuerySet[Refund]:
 
 def stale_pending_refunds(*, now: datetime | None = None) -> QuerySet[Refund]:
     """Refunds Stripe called pending (or requires_action) long ago, not asked about since."""
-    cutoff = (now or timezone.now()) - settings.REFUND_RECONCILE_PENDING_AFTER
+    cutoff = (now or timezone.now()) - app_settings.REFUND_RECONCILE_PENDING_AFTER
     return (
         Refund.objects.filter(
             status__in=(RefundStatus.PENDING, RefundStatus.REQUIRES_ACTION), status_changed_at__lt=cutoff

@@ -8,12 +8,12 @@ event comes back.
 
 import logging
 
-from django.conf import settings
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from . import gateway, webhooks
+from .conf import app_settings
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def stripe_webhook(request: HttpRequest) -> JsonResponse:
     if len(payload) > MAX_BODY_BYTES:
         return _rejected(413, f"body exceeds {MAX_BODY_BYTES} bytes", request)
 
-    secret = settings.STRIPE_WEBHOOK_SECRET
+    secret = app_settings.STRIPE_WEBHOOK_SECRET
     if not secret:
         # Our misconfiguration, not Stripe's: 500 keeps Stripe delivering until it is fixed.
         logger.error("stripe webhook cannot verify events: STRIPE_WEBHOOK_SECRET is not set")
@@ -52,7 +52,7 @@ def stripe_webhook(request: HttpRequest) -> JsonResponse:
             payload,
             request.headers.get("Stripe-Signature", ""),
             secret,
-            settings.STRIPE_WEBHOOK_TOLERANCE_SECONDS,
+            app_settings.STRIPE_WEBHOOK_TOLERANCE_SECONDS,
         )
     except gateway.InvalidSignature as error:
         return _rejected(400, f"signature: {error}", request)

@@ -3,11 +3,11 @@ labels, Stripe ids as links to the Stripe Dashboard, failure reasons in words.""
 
 from __future__ import annotations
 
-from django.conf import settings
 from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.text import Truncator
 
+from ..conf import app_settings
 from ..models import ItemState, RefundOrigin, RefundStatus
 from ..money import format_money
 
@@ -68,7 +68,7 @@ def origin_label(origin: str):
 
 
 def is_test_mode() -> bool:
-    return settings.STRIPE_SECRET_KEY.startswith(("sk_test_", "rk_test_"))
+    return app_settings.STRIPE_SECRET_KEY.startswith(("sk_test_", "rk_test_"))
 
 
 def stripe_dashboard_url(stripe_refund_id: str) -> str:

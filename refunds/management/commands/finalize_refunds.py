@@ -1,8 +1,8 @@
-from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.db.models import Count, Sum
 
 from refunds import selectors, services
+from refunds.conf import app_settings
 from refunds.management.console import duration_text, progress_bar
 from refunds.money import format_money
 
@@ -25,7 +25,7 @@ class Command(BaseCommand):
         total = due.count()
         self.stdout.write(
             f"{total:,} item(s) in payment refund succeeded since before {cutoff:%Y-%m-%d %H:%M %Z} "
-            f"(settlement period {duration_text(settings.REFUND_SETTLEMENT_PERIOD)})"
+            f"(settlement period {duration_text(app_settings.REFUND_SETTLEMENT_PERIOD)})"
             + (" would move to payment refunded." if dry_run else ".")
         )
         if dry_run:

@@ -1,7 +1,7 @@
-from django.conf import settings
 from django.core.management.base import BaseCommand
 
 from refunds import selectors, services
+from refunds.conf import app_settings
 from refunds.management.console import duration_text, progress_bar
 
 PROGRESS_THRESHOLD = 20  # each refund is a Stripe call: a bar helps early
@@ -19,15 +19,15 @@ class Command(BaseCommand):
         parser.add_argument("--limit", type=int, default=None, help="Refunds of each kind per run (REFUND_RECONCILE_LIMIT).")
 
     def handle(self, *, dry_run, limit, **options):
-        limit = limit or settings.REFUND_RECONCILE_LIMIT
+        limit = limit or app_settings.REFUND_RECONCILE_LIMIT
         queued = selectors.stale_queued_refunds().select_related("order")
         pending = selectors.stale_pending_refunds().select_related("order")
         queued_count, pending_count = queued.count(), pending.count()
         verb = "would be" if dry_run else "will be"
         self.stdout.write(
-            f"{queued_count:,} refund(s) queued for more than {duration_text(settings.REFUND_RECONCILE_QUEUED_AFTER)} "
+            f"{queued_count:,} refund(s) queued for more than {duration_text(app_settings.REFUND_RECONCILE_QUEUED_AFTER)} "
             f"{verb} sent to Stripe again; {pending_count:,} refund(s) pending for more than "
-            f"{duration_text(settings.REFUND_RECONCILE_PENDING_AFTER)} {verb} checked with Stripe (at most {limit:,} of each)."
+            f"{duration_text(app_settings.REFUND_RECONCILE_PENDING_AFTER)} {verb} checked with Stripe (at most {limit:,} of each)."
         )
         if dry_run:
             for title, refunds in (("send again", queued), ("check with Stripe", pending)):

@@ -16,10 +16,10 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from django.conf import settings
 from django.utils import timezone
 
 from .. import selectors
+from ..conf import app_settings
 from ..exceptions import StripeGatewayError
 from ..models import Refund
 from .audit import Actor
@@ -71,7 +71,7 @@ def reconcile_refunds(
     At most `limit` (REFUND_RECONCILE_LIMIT) refunds of each kind per run, oldest first. An
     error on one refund is logged and kept in the report; the others are still handled.
     """
-    limit = limit or settings.REFUND_RECONCILE_LIMIT
+    limit = limit or app_settings.REFUND_RECONCILE_LIMIT
     report = ReconcileReport()
     actor = Actor.reconciliation()
 

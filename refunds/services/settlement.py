@@ -11,10 +11,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from django.conf import settings
 from django.db import connection, transaction
 
 from .. import selectors
+from ..conf import app_settings
 from ..models import ItemState, OrderItem, Refund
 from .audit import Actor, transition_items
 
@@ -30,7 +30,7 @@ def finalize_due_refunds(
     stays flat however many are due. Rows another run has locked are skipped, not waited for:
     two runs at once share the work and never move an item twice.
     """
-    batch_size = batch_size or settings.REFUND_SETTLEMENT_BATCH_SIZE
+    batch_size = batch_size or app_settings.REFUND_SETTLEMENT_BATCH_SIZE
     cutoff = selectors.settlement_cutoff()
     actor = Actor.settlement_timeout()
     moved = after_pk = 0

@@ -1,8 +1,10 @@
 import os
+import re
 import socket
 import subprocess
 import sys
 import time
+from html.parser import HTMLParser
 
 import pytest
 from django.db import connection
@@ -35,8 +37,10 @@ def _eager_celery():
 
 @pytest.fixture
 def fake_stripe(monkeypatch) -> FakeStripe:
+    """Stripe's refund endpoints, faked at the gateway; the gateway's own logic over them
+    (`find_refund`) runs for real."""
     fake = FakeStripe()
-    for name in ("create_refund", "retrieve_refund", "list_refunds", "find_refund"):
+    for name in ("create_refund", "retrieve_refund", "list_refunds"):
         monkeypatch.setattr(gateway, name, getattr(fake, name))
     return fake
 
@@ -104,3 +108,98 @@ def localstripe(settings, localstripe_url):
     settings.STRIPE_API_BASE = localstripe_url
     settings.STRIPE_SECRET_KEY = "sk_test_localstripe"
     return localstripe_url
+
+
+# --- Reading admin pages: the element a feature renders, not a word anywhere on the page ------
+
+
+class PageElement:
+    def __init__(self, tag: str, attrs: list[tuple[str, str | None]], parent: "PageElement | None"):
+        self.tag, self.attrs, self.parent = tag, dict(attrs), parent
+        self.children: list["PageElement | str"] = []
+
+    @property
+    def classes(self) -> list[str]:
+        return (self.attrs.get("class") or "").split()
+
+    @property
+    def text(self) -> str:
+        """The visible text, spaces collapsed."""
+        parts = [child if isinstance(child, str) else child.text for child in self.children]
+        return re.sub(r"\s+", " ", " ".join(parts)).strip()
+
+    def iter(self):
+        for child in self.children:
+            if isinstance(child, PageElement):
+                yield child
+                yield from child.iter()
+
+    def find_all(self, tag: str | None = None, *, cls: str | None = None) -> list["PageElement"]:
+        return [el for el in self.iter() if (tag is None or el.tag == tag) and (cls is None or cls in el.classes)]
+
+    def by_id(self, element_id: str) -> "PageElement":
+        found = [el for el in self.iter() if el.attrs.get("id") == element_id]
+        assert len(found) == 1, f"{len(found)} elements with id {element_id!r}"
+        return found[0]
+
+
+class _PageParser(HTMLParser):
+    VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.root = self.current = PageElement("#document", [], None)
+
+    def handle_starttag(self, tag, attrs):
+        element = PageElement(tag, attrs, self.current)
+        self.current.children.append(element)
+        if tag not in self.VOID:
+            self.current = element
+
+    def handle_startendtag(self, tag, attrs):
+        self.current.children.append(PageElement(tag, attrs, self.current))
+
+    def handle_endtag(self, tag):
+        open_element = self.current
+        while open_element is not self.root and open_element.tag != tag:
+            open_element = open_element.parent
+        if open_element is not self.root:
+            self.current = open_element.parent
+
+    def handle_data(self, data):
+        if self.current.tag not in ("script", "style"):
+            self.current.children.append(data)
+
+
+def page_of(response) -> PageElement:
+    parser = _PageParser()
+    parser.feed(response.content.decode())
+    parser.close()
+    return parser.root
+
+
+def table_rows(response, container_id: str) -> list[list[str]]:
+    """The text of each cell, row by row, of the table rows (with a `td`) inside #container_id."""
+    container = page_of(response).by_id(container_id)
+    return [
+        [cell.text for cell in row.children if isinstance(cell, PageElement) and cell.tag in ("th", "td")]
+        for row in container.find_all("tr")
+        if row.find_all("td")
+    ]
+
+
+def inline_rows(response, group_id: str) -> list[dict[str, str]]:
+    """A tabular inline's rows (#group_id, e.g. "transitions-group") as {field name: text}."""
+    return [
+        {cls.removeprefix("field-"): cell.text for cell in row.find_all("td") for cls in cell.classes
+         if cls.startswith("field-")}
+        for row in page_of(response).by_id(group_id).find_all("tr", cls="form-row")
+        if "empty-form" not in row.classes
+    ]
+
+
+def readonly_field(response, name: str) -> str:
+    """The text of a change form's read-only field `name`."""
+    [row] = page_of(response).find_all(cls=f"field-{name}")
+    [value] = row.find_all(cls="readonly")
+    return value.text

@@ -1,4 +1,8 @@
-"""A Stripe stand-in at our own boundary (refunds.gateway), never inside the SDK."""
+"""A Stripe stand-in at our own boundary (refunds.gateway), never inside the SDK.
+
+It offers only what Stripe's API offers for refunds (create, retrieve, list); the gateway's own
+logic over those calls (`gateway.find_refund`, a search by metadata over the list) runs for real.
+"""
 
 from __future__ import annotations
 
@@ -26,7 +30,7 @@ class FakeStripe:
         self.next_failure_reason = ""
         self._ids = itertools.count(1)
 
-    # --- the gateway's functions -------------------------------------------------------
+    # --- Stripe's refund endpoints, as the gateway's functions ---------------------------
     def create_refund(self, *, payment_intent, amount, idempotency_key, metadata, reason=""):
         self.create_calls.append(
             {"payment_intent": payment_intent, "amount": amount, "idempotency_key": idempotency_key,
@@ -58,12 +62,6 @@ class FakeStripe:
 
     def list_refunds(self, *, payment_intent):
         return [r for r in self.refunds.values() if r.payment_intent == payment_intent]
-
-    def find_refund(self, *, payment_intent, idempotency_key):
-        for refund in self.list_refunds(payment_intent=payment_intent):
-            if refund.metadata.get("oms_idempotency_key") == idempotency_key:
-                return refund
-        return None
 
     # --- test controls -----------------------------------------------------------------
     def set_status(self, stripe_refund_id, status, failure_reason=""):

@@ -8,13 +8,13 @@ import uuid
 
 import pytest
 from django.conf import settings
-from django.db import connection
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 from redis import Redis
 
 from refunds import services
 from refunds.models import ItemState, ItemTransition
 
+from .concurrency import database_url_for_subprocess
 from .conftest import port_open, service_missing
 from .factories import paid_order_with_items
 
@@ -22,14 +22,6 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.redis, pytest
 
 BROKER_URL = os.environ.get("SETTLE_TEST_BROKER_URL", "redis://127.0.0.1:6379/2")
 SETTLEMENT_DAYS_FOR_THE_TEST = "0.00003"  # 2.6 seconds
-
-
-def database_url_for_subprocess() -> str:
-    """The test database (SQLite file or test_<name> on PostgreSQL) as a URL the worker opens."""
-    params = connection.settings_dict
-    if connection.vendor == "sqlite":
-        return f"sqlite:///{params['NAME']}"
-    return f"postgres://{params['USER']}@{params['HOST'] or '127.0.0.1'}:{params['PORT'] or 5432}/{params['NAME']}"
 
 
 def forget_queue(queue: str) -> None:

@@ -3,77 +3,63 @@
 import os
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
 from django.conf import settings
-from django.db import close_old_connections, connection
 
 from refunds import gateway, services
 from refunds_dev import stripe_tools
 from refunds.exceptions import RefundError
 from refunds.models import ItemState, Refund, RefundStatus
+from refunds.services import refund_requests
 from refunds.tasks import submit_refund
 from refunds_project.celery import app as celery_app
 
+from .concurrency import HeldCall, database_url_for_subprocess, run_overlapping
 from .conftest import port_open, service_missing, skip_unless_postgres
 from .factories import UserFactory, paid_order_with_items
 
 
-def run_in_threads(*targets):
-    """Start every target at the same moment; return what each returned or raised."""
-    barrier = threading.Barrier(len(targets))
-    results = [None] * len(targets)
-
-    def run(index, target):
-        try:
-            barrier.wait()
-            results[index] = target()
-        except Exception as error:  # noqa: BLE001 - the test inspects it
-            results[index] = error
-        finally:
-            close_old_connections()
-
-    threads = [threading.Thread(target=run, args=(i, t)) for i, t in enumerate(targets)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    return results
-
-
 @pytest.mark.django_db(transaction=True)
-def test_two_back_office_users_refunding_the_same_item_produce_one_refund_and_one_stripe_call(fake_stripe):
+def test_two_back_office_users_refunding_the_same_item_produce_one_refund_and_one_stripe_call(fake_stripe, monkeypatch):
     skip_unless_postgres()
     order = paid_order_with_items(1000, 2000)
     item = order.items.order_by("pk").first()
     alice, bob = UserFactory(username="alice"), UserFactory(username="bob")
+    # Alice's request waits with the order and its items locked, before it plans the refund,
+    # until Bob's request is seen waiting for her locks: the two really overlap.
+    held = HeldCall(refund_requests.plan_refunds)
+    monkeypatch.setattr(refund_requests, "plan_refunds", held)
 
-    results = run_in_threads(
+    alices, bobs = run_overlapping(
         lambda: services.request_refund(items=[item.pk], user=alice),
         lambda: services.request_refund(items=[item.pk], user=bob),
+        held=held,
     )
 
-    winners = [r for r in results if isinstance(r, list)]
-    losers = [r for r in results if isinstance(r, RefundError)]
-    assert len(winners) == 1 and len(losers) == 1, results
-    assert "cannot be refunded: it is payment refund pending" in str(losers[0])
-    assert Refund.objects.count() == 1
+    assert isinstance(alices, list) and isinstance(bobs, RefundError), (alices, bobs)
+    assert "cannot be refunded: it is payment refund pending" in str(bobs)
+    assert Refund.objects.get().created_by == alice
     assert len(fake_stripe.create_calls) == 1
 
 
 @pytest.mark.django_db(transaction=True)
-def test_two_workers_submitting_the_same_refund_call_stripe_once(fake_stripe, back_office_user):
+def test_two_workers_submitting_the_same_refund_call_stripe_once(fake_stripe, back_office_user, monkeypatch):
     skip_unless_postgres()
     fake_stripe.honours_idempotency_keys = False
     order = paid_order_with_items(1000)
     refund = Refund.objects.create(order=order, amount=1495, currency="eur")
     refund.items.set(order.items.all())
+    # The first worker is inside its Stripe call, the refund's row locked, until the second
+    # is seen waiting for that lock.
+    held = HeldCall(gateway.create_refund)
+    monkeypatch.setattr(gateway, "create_refund", held)
 
-    results = run_in_threads(
+    results = run_overlapping(
         lambda: services.submit_refund(refund_id=refund.pk),
         lambda: services.submit_refund(refund_id=refund.pk),
+        held=held,
     )
 
     assert not [r for r in results if isinstance(r, Exception)], results
@@ -130,14 +116,6 @@ def test_a_crash_after_localstripe_answered_then_a_retry_leaves_one_refund_there
     refund.refresh_from_db()
     assert [r.id for r in at_stripe] == [refund.stripe_refund_id]
     assert refund.status == RefundStatus.SUCCEEDED
-
-
-def database_url_for_subprocess() -> str:
-    """The test database as a URL another process can open."""
-    params = connection.settings_dict
-    if connection.vendor == "sqlite":
-        return f"sqlite:///{params['NAME']}"
-    return f"postgres://{params['USER']}@{params['HOST'] or '127.0.0.1'}:{params['PORT'] or 5432}/{params['NAME']}"
 
 
 @pytest.mark.django_db(transaction=True)

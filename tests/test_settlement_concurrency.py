@@ -5,13 +5,14 @@ import threading
 from collections import Counter
 
 import pytest
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
 from refunds import services
 from refunds.models import ItemState, ItemTransition, Order, OrderItem, Refund, RefundStatus
 
+from .concurrency import in_thread, run_in_threads
 from .conftest import skip_unless_postgres
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -40,32 +41,17 @@ def due_orders(count: int, *, items_per_order: int) -> list[Refund]:
     return refunds
 
 
-def in_thread(target, results, *args):
-    def run():
-        try:
-            results.append(target(*args))
-        finally:
-            connection.close()
-    thread = threading.Thread(target=run)
-    thread.start()
-    return thread
-
-
 def test_two_runs_at_once_move_each_of_1000_items_exactly_once():
     skip_unless_postgres()
     due_orders(250, items_per_order=4)  # items of one refund end up in both runs' batches
-    start = threading.Barrier(2)
-    results = []
 
     def finalize():
-        start.wait()
         return services.finalize_due_refunds(batch_size=50)
 
-    threads = [in_thread(finalize, results) for _ in range(2)]
-    for thread in threads:
-        thread.join(timeout=120)
+    results = run_in_threads(finalize, finalize)
 
-    assert len(results) == 2 and sum(results) == 1000
+    assert all(isinstance(moved, int) for moved in results), results
+    assert sum(results) == 1000
     assert OrderItem.objects.filter(state=ItemState.PAYMENT_REFUNDED).count() == 1000
     audit = Counter(ItemTransition.objects.filter(transition="confirm_refund").values_list("item_id", flat=True))
     assert len(audit) == 1000 and set(audit.values()) == {1}
@@ -77,7 +63,6 @@ def test_items_of_a_refund_being_updated_from_stripe_wait_for_the_next_run_witho
     skip_unless_postgres()
     busy, *others = due_orders(3, items_per_order=2)
     locked, release = threading.Event(), threading.Event()
-    results = []
 
     def hold_refund_like_a_webhook():
         # A webhook or sync_refund_from_stripe locks the refund, then the order and items.
@@ -86,14 +71,14 @@ def test_items_of_a_refund_being_updated_from_stripe_wait_for_the_next_run_witho
             locked.set()
             release.wait(timeout=60)
 
-    holder = in_thread(hold_refund_like_a_webhook, results)
+    holder = in_thread(hold_refund_like_a_webhook)
     assert locked.wait(timeout=30)
     try:
         moved = services.finalize_due_refunds()
         busy_states = set(busy.items.values_list("state", flat=True))
     finally:
         release.set()
-        holder.join(timeout=60)
+        holder.result()
 
     assert moved == 4
     assert busy_states == {ItemState.PAYMENT_REFUND_SUCCEEDED}
@@ -106,7 +91,6 @@ def test_an_item_locked_by_another_transaction_is_skipped_not_waited_for():
     due_orders(2, items_per_order=1)
     first = OrderItem.objects.order_by("pk").first()
     locked, release = threading.Event(), threading.Event()
-    results = []
 
     def hold_item():
         with transaction.atomic():
@@ -114,13 +98,13 @@ def test_an_item_locked_by_another_transaction_is_skipped_not_waited_for():
             locked.set()
             release.wait(timeout=60)
 
-    holder = in_thread(hold_item, results)
+    holder = in_thread(hold_item)
     assert locked.wait(timeout=30)
     try:
         moved = services.finalize_due_refunds()
     finally:
         release.set()
-        holder.join(timeout=60)
+        holder.result()
 
     assert moved == 1
     assert OrderItem.objects.get(pk=first.pk).state == ItemState.PAYMENT_REFUND_SUCCEEDED

@@ -107,15 +107,59 @@ def test_a_retryable_fault_is_retried_with_the_same_idempotency_key(queued_refun
     assert fake_stripe.refund_count == 1
 
 
-def test_the_task_schedules_a_retry_on_a_retryable_fault(queued_refund, fake_stripe):
-    fake_stripe.errors = [StripeRetryableError("Stripe 503")]
+def run_like_a_worker(task, *args, max_runs: int = 20) -> tuple[object, list[Retry]]:
+    """Run `task` eagerly, then every retry it schedules, as a worker would (without waiting
+    out the countdowns). Returns the last run's result and the retries scheduled on the way.
 
-    # With task_eager_propagates, Celery's autoretry surfaces as Retry in the caller.
-    with pytest.raises(Retry):
-        submit_refund.delay(queued_refund.pk)
+    With task_eager_propagates, Celery's autoretry surfaces as `Retry` in the caller, carrying
+    the signature the worker would receive next (retries counted, countdown set).
+    """
+    signature, retries = task.s(*args), []
+    for _ in range(max_runs):
+        try:
+            return signature.apply().get(), retries
+        except Retry as retry:
+            retries.append(retry)
+            signature = retry.sig
+    raise AssertionError(f"still retrying after {max_runs} runs")
 
-    assert StripeRetryableError in submit_refund.autoretry_for
-    assert submit_refund.retry_backoff and submit_refund.max_retries >= 5
+
+def test_the_task_retries_a_retryable_fault_with_the_same_key_and_backs_off(queued_refund, fake_stripe):
+    fake_stripe.errors = [StripeRetryableError("Stripe 503"), StripeRetryableError("Stripe timeout")]
+
+    result, retries = run_like_a_worker(submit_refund, queued_refund.pk)
+
+    assert result == "succeeded"
+    assert [call["idempotency_key"] for call in fake_stripe.create_calls] == [queued_refund.idempotency_key] * 3
+    assert fake_stripe.refund_count == 1
+    assert [retry.sig.options["retries"] for retry in retries] == [1, 2]
+    assert [retry.sig.args for retry in retries] == [(queued_refund.pk,), (queued_refund.pk,)]
+    # Exponential backoff with full jitter: at most 5 s before the first retry, 10 s before the second.
+    assert all(0 <= retry.when <= limit for retry, limit in zip(retries, [5, 10], strict=True))
+
+
+def test_the_task_gives_up_after_its_retries_leaving_the_refund_queued_for_reconciliation(
+    queued_refund, fake_stripe
+):
+    fake_stripe.errors = [StripeRetryableError("Stripe 503")] * 50
+
+    with pytest.raises(StripeRetryableError):
+        run_like_a_worker(submit_refund, queued_refund.pk, max_runs=50)
+
+    # Several retries, then the worker stops: reconcile_refunds sends the refund later.
+    assert 6 <= len(fake_stripe.create_calls) < 50
+    queued_refund.refresh_from_db()
+    assert queued_refund.status == RefundStatus.QUEUED
+    assert queued_refund.last_error == "Stripe unavailable, will retry: Stripe 503"
+
+
+def test_the_task_does_not_retry_a_final_error(queued_refund, fake_stripe):
+    fake_stripe.errors = [StripeFinalError("No such payment_intent", http_status=400)]
+
+    result, retries = run_like_a_worker(submit_refund, queued_refund.pk)
+
+    assert (result, retries) == ("failed", [])
+    assert len(fake_stripe.create_calls) == 1
 
 
 def test_a_final_error_fails_the_refund_and_its_items(queued_refund, fake_stripe):

@@ -6,6 +6,8 @@ import time
 
 import pytest
 
+from refunds import gateway
+from refunds.exceptions import StripeRetryableError
 from refunds.gateway import StripeRefund
 from refunds.models import ItemState, Refund, RefundOrigin, RefundStatus, StripeEvent
 from refunds.services import preview_refunds
@@ -87,19 +89,43 @@ def test_every_refund_event_type_applies_its_refund(client, pending_refund, even
     assert set(states(pending_refund.items.all())) == {SUCCEEDED if status == "succeeded" else FAILED}
 
 
-def test_charge_refunded_applies_every_refund_it_lists(client, paid_order, back_office_user):
+@pytest.mark.parametrize("listed", ["newest first", "oldest first"])
+def test_charge_refunded_applies_every_refund_it_lists_and_is_listed_under_the_newest(
+    client, paid_order, back_office_user, listed
+):
     first, second, third = paid_order.items.order_by("pk")
     one = submitted_refund([first], back_office_user, stripe_refund_id="re_first")
     two = submitted_refund([second], back_office_user, stripe_refund_id="re_second")
+    now = int(time.time())
+    # re_first is the newer at Stripe, though its id sorts first.
+    newest = refund_object_for(one, status="succeeded", created=now)
+    older = refund_object_for(two, status="failed", created=now - 60)
     charge = charge_object(
-        refunds=[refund_object_for(one, status="succeeded"), refund_object_for(two, status="failed")],
+        refunds=[newest, older] if listed == "newest first" else [older, newest],
         payment_intent=paid_order.stripe_payment_intent_id,
     )
 
     assert deliver(client, event("charge.refunded", charge)).status_code == 200
 
     assert states([first, second, third]) == [SUCCEEDED, FAILED, CAPTURED]
-    assert StripeEvent.objects.get().refund in (one, two)
+    assert StripeEvent.objects.get().refund == one
+
+
+def test_a_charge_refunded_listing_refunds_of_the_same_second_is_listed_under_the_last_by_id(
+    client, paid_order, back_office_user
+):
+    first, second, _ = paid_order.items.order_by("pk")
+    one = submitted_refund([first], back_office_user, stripe_refund_id="re_b_second_by_id")
+    two = submitted_refund([second], back_office_user, stripe_refund_id="re_a_first_by_id")
+    now = int(time.time())
+    charge = charge_object(
+        refunds=[refund_object_for(refund, status="succeeded", created=now) for refund in (one, two)],
+        payment_intent=paid_order.stripe_payment_intent_id,
+    )
+
+    assert deliver(client, event("charge.refunded", charge)).status_code == 200
+
+    assert StripeEvent.objects.get().refund == one
 
 
 def test_charge_refunded_without_its_refund_list_is_stored_and_moves_nothing(client, pending_refund):
@@ -339,15 +365,29 @@ def test_an_error_while_applying_answers_500_keeps_the_error_and_the_next_delive
     assert stripe_event_transitions().count() == 2
 
 
-def test_a_stripe_outage_during_a_tie_answers_500_and_stripe_delivers_again(client, pending_refund, fake_stripe):
+def test_a_stripe_outage_during_a_tie_answers_500_and_stripe_delivers_again(
+    client, pending_refund, fake_stripe, monkeypatch
+):
     now = int(time.time())
     deliver(client, event("refund.updated", refund_object_for(pending_refund, status="succeeded"), created=now))
     second = event("refund.updated", refund_object_for(pending_refund, status="failed"), created=now)
-    fake_stripe.refunds.clear()  # Stripe does not answer: retrieve raises
+    fake_stripe.refunds[pending_refund.stripe_refund_id] = StripeRefund.from_stripe(second["data"]["object"])
+
+    def unreachable(stripe_refund_id):
+        raise StripeRetryableError("Could not connect to Stripe.")  # what the gateway raises on an outage
+
+    monkeypatch.setattr(gateway, "retrieve_refund", unreachable)
 
     assert deliver(client, second).status_code == 500
     assert set(states(pending_refund.items.all())) == {SUCCEEDED}
-    assert StripeEvent.objects.get(stripe_event_id=second["id"]).error
+    assert StripeEvent.objects.get(stripe_event_id=second["id"]).error.startswith(
+        "StripeRetryableError: Could not connect to Stripe."
+    )
+
+    monkeypatch.setattr(gateway, "retrieve_refund", fake_stripe.retrieve_refund)  # Stripe is back
+
+    assert deliver(client, second).status_code == 200
+    assert set(states(pending_refund.items.all())) == {FAILED}
 
 
 def test_signatures_of_a_rolled_secret_verify_with_either_secret_first(client, settings, pending_refund):

@@ -66,12 +66,16 @@ class StripeEventAdmin(ReadOnlyAdmin):
             try:
                 process_event(event)
             except Exception as error:  # noqa: BLE001 — kept on the event (with its traceback) by process_event
+                self.log_change(
+                    request, event, f"Stripe event reprocessed: could not be applied ({error.__class__.__name__})"
+                )
                 self.message_user(
                     request,
                     f"{event.stripe_event_id} ({event.type}) could not be applied: {error.__class__.__name__}: {error}",
                     messages.ERROR,
                 )
             else:
+                self.log_change(request, event, "Stripe event reprocessed")
                 reprocessed += 1
         if reprocessed:
             self.message_user(

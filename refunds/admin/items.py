@@ -4,6 +4,7 @@ item page with the refund process drawn and the item's audit log."""
 from __future__ import annotations
 
 from django.contrib import admin, messages
+from django.contrib.admin.models import CHANGE, LogEntry
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
@@ -11,7 +12,7 @@ from django.utils.translation import ngettext
 
 from .. import selectors, services
 from ..exceptions import RefundError
-from ..models import OrderItem, Refund
+from ..models import ItemState, OrderItem, Refund
 from . import display
 from .base import ReadOnlyAdmin, TransitionLogInline, has_confirm_refund_permission, has_refund_permission
 from .process_diagram import diagram
@@ -127,6 +128,13 @@ class OrderItemAdmin(ReadOnlyAdmin):
         except RefundError as error:
             self.message_user(request, f"Nothing was confirmed: {error}", messages.ERROR)
             return
+        # Each item's History page (django.contrib.admin's LogEntry), in one insert.
+        LogEntry.objects.log_actions(
+            user_id=request.user.pk,
+            queryset=items,
+            action_flag=CHANGE,
+            change_message=f"Confirmed by hand: {ItemState.PAYMENT_REFUNDED.label}",
+        )
         self.message_user(
             request,
             ngettext("%(count)d item is now payment refunded.", "%(count)d items are now payment refunded.", len(items))

@@ -119,6 +119,7 @@ class RefundAdmin(ReadOnlyAdmin):
             self._sync(request, refund)
 
     def _sync(self, request, refund: Refund) -> None:
+        """Ask Stripe, record the answer, and say so: in a message, and on the refund's History page."""
         before = refund.status
         try:
             refund = services.sync_refund_from_stripe(refund_id=refund.pk, by=Actor.of_user(request.user))
@@ -126,10 +127,13 @@ class RefundAdmin(ReadOnlyAdmin):
             self.message_user(request, f"{refund}: Stripe could not be asked: {error.message}", messages.ERROR)
             return
         if refund.stripe_refund_id is None:
+            self.log_change(request, refund, "Checked with Stripe: not known to Stripe yet")
             self.message_user(request, f"{refund}: Stripe does not know this refund yet.", messages.WARNING)
         elif refund.status == before:
+            self.log_change(request, refund, f"Checked with Stripe: {before}, unchanged")
             self.message_user(request, f"{refund}: unchanged, {refund.get_status_display()}.", messages.INFO)
         else:
+            self.log_change(request, refund, f"Checked with Stripe: {before} → {refund.status}")
             self.message_user(
                 request, f"{refund}: now {refund.get_status_display()} (was {Refund(status=before).get_status_display()}).",
                 messages.SUCCESS,

@@ -128,15 +128,30 @@ def submit(modeladmin, request, plans: list[RefundPlan], *, reason: str, note: s
         return
 
     item_counts = {plan.order.pk: len(plan.items) for plan in refundable}
-    references = {plan.order.pk: plan.order.reference for plan in refundable}
+    orders = {plan.order.pk: plan.order for plan in refundable}
     for refund in refunds:
         count = item_counts.get(refund.order_id, 0)
+        # The objects' History pages (django.contrib.admin's LogEntry), as Django's own add and
+        # change do: the refund was added, its order changed.
+        requested = request_summary(count=count, amount=refund.amount_display, reason=reason)
+        modeladmin.log_addition(request, refund, f"Refund requested: {requested}")
+        modeladmin.log_change(request, orders[refund.order_id], f"Refund #{refund.pk} requested: {requested}")
         modeladmin.message_user(
             request,
             ngettext(
                 "%(count)d item of order %(order)s queued for refund: %(amount)s",
                 "%(count)d items of order %(order)s queued for refund: %(amount)s",
                 count,
-            ) % {"count": count, "order": references[refund.order_id], "amount": refund.amount_display},
+            ) % {"count": count, "order": orders[refund.order_id].reference, "amount": refund.amount_display},
             messages.SUCCESS,
         )
+
+
+def request_summary(*, count: int, amount: str, reason: str) -> str:
+    """A refund request in a History entry's words: "2 items, €84.90 (reason: duplicate)"."""
+    summary = ngettext("%(count)d item, %(amount)s", "%(count)d items, %(amount)s", count) % {
+        "count": count, "amount": amount,
+    }
+    if reason:
+        summary += f" (reason: {RefundReason(reason).label})"
+    return summary

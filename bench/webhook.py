@@ -77,7 +77,7 @@ def make_refunds(count: int, tag: str):
 def signed_events(pairs, tag: str):
     """(body, Stripe-Signature) per refund, in Stripe's shape (tests/stripe_payloads.py)."""
     from refunds import gateway
-from refunds_dev import stripe_tools
+    from refunds_dev import stripe_tools
     from tests.stripe_payloads import event, refund_object
 
     created = int(time.time())

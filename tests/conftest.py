@@ -25,6 +25,8 @@ def _stripe_settings(settings):
     settings.STRIPE_SECRET_KEY = "sk_test_unit"
     settings.STRIPE_WEBHOOK_SECRET = TEST_WEBHOOK_SECRET
     settings.STRIPE_API_BASE = ""
+    # Tasks run eagerly here: no worker answers /health/'s ping (tests/test_redis_restart.py pings a real one).
+    settings.HEALTH_CHECK_WORKERS = False
 
 
 @pytest.fixture(autouse=True, scope="session")

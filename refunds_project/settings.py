@@ -72,6 +72,10 @@ AUTHENTICATION_BACKENDS = [
 AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
 AXES_COOLOFF_TIME = timedelta(minutes=env.float("AXES_COOLOFF_MINUTES", default=15.0))
 AXES_LOCKOUT_PARAMETERS = ["username"]
+# axes.W006 asks for the client address in the lockout parameters; behind a proxy it is the
+# proxy's for every client (one guesser would lock everybody out), and a user name cannot be
+# rotated the way an address or a user agent can.
+SILENCED_SYSTEM_CHECKS = ["axes.W006"]
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "admin/locked_out.html"
 # Users who may refund or approve log in with a TOTP code too (refunds.two_factor); the

@@ -49,6 +49,17 @@ class BackOfficeLoginForm(OTPAuthenticationFormMixin, AdminAuthenticationForm):
             for name in ("otp_token", "otp_device", "otp_challenge"):
                 del self.fields[name]
 
+    def _chosen_device(self, user):
+        """The device the code is checked against: the user's one TOTP device (the form shows
+        no device choice; `add_totp_device` gives each user one)."""
+        device = super()._chosen_device(user)
+        if device is None:
+            from django_otp.plugins.otp_totp.models import TOTPDevice
+
+            totp = [d for d in devices_for_user(user, confirmed=True, for_verify=True) if isinstance(d, TOTPDevice)]
+            device = totp[0] if len(totp) == 1 else None
+        return device
+
     def clean(self):
         cleaned_data = super().clean()  # the password, through django-axes
         user = self.get_user()

@@ -188,3 +188,27 @@ def test_refunds_of_several_orders_while_the_broker_is_down_log_the_error_once(
     assert [refund.task_enqueued for refund in refunds] == [False, False]
     assert sum("task queue unreachable" in r.getMessage() for r in caplog.records) == 1
     assert set(Refund.objects.values_list("status", flat=True)) == {RefundStatus.QUEUED}
+
+
+# --- Users who may refund need a second factor when REFUND_REQUIRE_2FA is on --------------------
+
+
+def test_without_a_verified_second_factor_a_refunder_cannot_refund(alice, settings, paid_order):
+    settings.REFUND_REQUIRE_2FA = True  # alice logged in with a password only (force_login)
+
+    changelist = alice.get(ITEMS_URL).content.decode()
+    button = alice.get(reverse("admin:refunds_order_refund", args=[paid_order.pk]))
+    forged = post_action(alice, ITEMS_URL, "refund_items", [paid_order.items.first().pk], post="yes", confirmed="x")
+
+    assert 'value="refund_items"' not in changelist
+    assert button.status_code == 403
+    assert forged.status_code == 200 and not Refund.objects.exists()
+
+
+def test_without_the_otp_middleware_requiring_2fa_stops_startup(settings):
+    from django.core.checks import run_checks
+
+    settings.REFUND_REQUIRE_2FA = True
+    settings.MIDDLEWARE = [m for m in settings.MIDDLEWARE if m != "django_otp.middleware.OTPMiddleware"]
+
+    assert "refunds.E004" in [problem.id for problem in run_checks()]

@@ -202,7 +202,7 @@ def test_without_a_verified_second_factor_a_refunder_cannot_refund(alice, settin
 
     assert 'value="refund_items"' not in changelist
     assert button.status_code == 403
-    assert forged.status_code == 200 and not Refund.objects.exists()
+    assert forged.status_code in (200, 302) and not Refund.objects.exists()  # the action is unknown to her
 
 
 def test_without_the_otp_middleware_requiring_2fa_stops_startup(settings):

@@ -69,33 +69,33 @@ def check_refund(obj, *, now: dt.datetime | None = None) -> None:
     """Every field of a Stripe Refund object that we read, or InvalidEvent naming the first that is off."""
     if not isinstance(obj, dict) or obj.get("object") != "refund":
         kind = obj.get("object") if isinstance(obj, dict) else type(obj).__name__
-        raise InvalidEvent(f"expected a refund, got a {_short(kind)}")
+        raise InvalidEvent(f"expected a refund, got a {shown(kind)}")
     refund_id = obj.get("id")
     if not _is_id(refund_id):
-        raise InvalidEvent(f"refund without an id (id {_short(refund_id)})")
+        raise InvalidEvent(f"refund without an id (id {shown(refund_id)})")
     where = f"refund {refund_id}"
     status = obj.get("status")
     if not isinstance(status, str) or not status:
         raise InvalidEvent(f"{where} without a status")
     if status not in REFUND_STATUSES:
-        raise InvalidEvent(f"{where} has status {_short(status)}, not one of Stripe's {sorted(REFUND_STATUSES)}")
+        raise InvalidEvent(f"{where} has status {shown(status)}, not one of Stripe's {sorted(REFUND_STATUSES)}")
     amount = obj.get("amount")
     if not _is_int(amount):
         raise InvalidEvent(f"{where} without an integer amount")
     if not 0 <= amount <= BIGINT_MAX:
-        raise InvalidEvent(f"{where} has amount {_short(amount)}, outside 0…{BIGINT_MAX}")
+        raise InvalidEvent(f"{where} has amount {shown(amount)}, outside 0…{BIGINT_MAX}")
     currency = obj.get("currency")
     if not isinstance(currency, str) or not CURRENCY.fullmatch(currency):
-        raise InvalidEvent(f"{where} has currency {_short(currency)}, not a lower-case ISO code")
+        raise InvalidEvent(f"{where} has currency {shown(currency)}, not a lower-case ISO code")
     payment_intent = obj.get("payment_intent")
     if isinstance(payment_intent, dict):  # expanded
         payment_intent = payment_intent.get("id")
     if payment_intent is not None and not _is_id(payment_intent):
-        raise InvalidEvent(f"{where} has PaymentIntent {_short(payment_intent)}, not a Stripe id")
+        raise InvalidEvent(f"{where} has PaymentIntent {shown(payment_intent)}, not a Stripe id")
     created = obj.get("created")
     latest = int((now or timezone.now()).timestamp()) + int(app_settings.STRIPE_WEBHOOK_TOLERANCE_SECONDS)
     if not _is_int(created) or not 0 < created <= latest:
-        raise InvalidEvent(f"{where} has created {_short(created)}, not a Unix time up to now")
+        raise InvalidEvent(f"{where} has created {shown(created)}, not a Unix time up to now")
     for field in ("failure_reason", "reason"):
         value = obj.get(field)
         if value is not None and (not isinstance(value, str) or len(value) > TEXT_LIMIT):
@@ -113,7 +113,7 @@ def _check_metadata(metadata, where: str) -> None:
     for key, value in metadata.items():
         if len(key) > METADATA_KEY_LENGTH or not isinstance(value, str) or len(value) > METADATA_VALUE_LENGTH:
             raise InvalidEvent(
-                f"{where} has metadata {_short(key)} that is not a text of up to {METADATA_VALUE_LENGTH} "
+                f"{where} has metadata {shown(key)} that is not a text of up to {METADATA_VALUE_LENGTH} "
                 f"characters under a key of up to {METADATA_KEY_LENGTH}"
             )
 
@@ -126,7 +126,7 @@ def _is_id(value) -> bool:
     return isinstance(value, str) and STRIPE_ID.fullmatch(value) is not None
 
 
-def _short(value) -> str:
+def shown(value) -> str:
     """A value for an error message: its repr, cut short (it is stored and logged)."""
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "…"

@@ -51,7 +51,7 @@ def _refunds_listed_by_charge(obj: dict) -> list[dict]:
     not included unless expanded; when it is missing there is nothing to apply, and the
     `refund.*` events of the same refunds carry the news."""
     if obj.get("object") != "charge":
-        raise InvalidEvent(f"data.object is a {event_checks._short(obj.get('object'))}, not a charge")
+        raise InvalidEvent(f"data.object is a {event_checks.shown(obj.get('object'))}, not a charge")
     listed = obj.get("refunds")
     if listed is None:
         return []

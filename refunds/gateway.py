@@ -206,8 +206,9 @@ def construct_event(payload: bytes, signature_header: str, secret: str, toleranc
         raise ValueError(f"body is not JSON: {error}") from error
     except RecursionError as error:
         raise ValueError(f"body is not a Stripe event: nested more than {MAX_NESTING} levels") from error
-    if _nesting_depth(event) > MAX_NESTING:
-        raise ValueError(f"body is not a Stripe event: nested more than {MAX_NESTING} levels")
+    problem = _json_problem(event)
+    if problem:
+        raise ValueError(f"body is not a Stripe event: {problem}")
     problem = _event_shape_problem(event)
     if problem:
         raise ValueError(f"body is not a Stripe event: {problem}")
@@ -219,22 +220,31 @@ def construct_event(payload: bytes, signature_header: str, secret: str, toleranc
 MAX_NESTING = 32
 
 
-def _nesting_depth(value) -> int:
-    """How deeply lists and objects nest in a parsed JSON value, without recursion."""
-    deepest, todo = 0, [(value, 1)]
+def _json_problem(value) -> str:
+    """What keeps a parsed JSON value from being stored as it came, or "": nesting deeper than
+    MAX_NESTING, or text PostgreSQL's jsonb cannot hold (U+0000, a lone surrogate). Walked
+    without recursion."""
+    todo = [(value, 1)]
     while todo:
         value, depth = todo.pop()
         if isinstance(value, dict):
-            children = value.values()
+            children = list(value.values()) + list(value.keys())
         elif isinstance(value, list):
             children = value
+        elif isinstance(value, str):
+            if "\x00" in value:
+                return "a text holds the NUL character U+0000"
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return "a text holds a lone UTF-16 surrogate"
+            continue
         else:
             continue
-        deepest = max(deepest, depth)
-        if deepest > MAX_NESTING:
-            return deepest
+        if depth > MAX_NESTING:
+            return f"nested more than {MAX_NESTING} levels"
         todo.extend((child, depth + 1) for child in children)
-    return deepest
+    return ""
 
 
 def _signature_timestamp(signature_header: str) -> int:

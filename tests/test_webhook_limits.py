@@ -156,3 +156,19 @@ def test_a_charge_refunded_listing_100_refunds_is_applied(client, paid_order):
 
     assert response.status_code == 200 and "unprocessable" not in response.json()
     assert Refund.objects.filter(order=paid_order, origin=RefundOrigin.STRIPE_DASHBOARD).count() == 100
+
+
+@pytest.mark.parametrize(("text", "why"), [("\\u0000", "U+0000"), ("\\ud800", "lone UTF-16 surrogate")], ids=["nul", "lone-surrogate"])
+@pytest.mark.parametrize("where", ["value", "key"])
+def test_text_a_json_column_cannot_hold_is_refused_with_400(client, pending_refund, text, why, where):
+    # PostgreSQL's jsonb refuses U+0000 ("unsupported Unicode escape sequence"): it used to be a 500.
+    evt = event("refund.updated", refund_object_for(pending_refund, status="succeeded"))
+    evt["data"]["object"]["metadata"] = {"note": "__TEXT__"} if where == "value" else {"__TEXT__": "x"}
+    body = json.dumps(evt).replace("__TEXT__", text).encode()
+
+    response = deliver(client, body=body, signature=sign(body))
+
+    assert response.status_code == 400
+    assert why in response.json()["error"]
+    assert not StripeEvent.objects.exists()
+    assert_nothing_moved(pending_refund)

@@ -43,3 +43,19 @@ def check_stripe_settings(app_configs, **kwargs):
             id="refunds.W010",
         ))
     return problems
+
+
+@register("refunds")
+def check_second_factor(app_configs, **kwargs):
+    """REFUND_REQUIRE_2FA needs django-otp's middleware, or nobody who may refund could."""
+    if not app_settings.REFUND_REQUIRE_2FA:
+        return []
+    if "django_otp.middleware.OTPMiddleware" not in settings.MIDDLEWARE:
+        return [Error(
+            "REFUND_REQUIRE_2FA is on, but django-otp's OTPMiddleware is not in MIDDLEWARE.",
+            hint='Add "django_otp", "django_otp.plugins.otp_totp" to INSTALLED_APPS and '
+                 '"django_otp.middleware.OTPMiddleware" after AuthenticationMiddleware (README, '
+                 '"Two-factor login"); without it no user counts as verified and nobody may refund.',
+            id="refunds.E004",
+        )]
+    return []

@@ -37,11 +37,18 @@ DEFAULTS: dict[str, Any] = {
     "REFUND_RECONCILE_QUEUED_AFTER": timedelta(minutes=5),
     "REFUND_RECONCILE_PENDING_AFTER": timedelta(minutes=60),
     "REFUND_RECONCILE_LIMIT": 100,
+    # --- Back Office security
+    # Users who may refund or approve must log in with a second factor (django-otp's TOTP).
+    "REFUND_REQUIRE_2FA": False,
     # --- Celery and health (the host's Celery settings, read with the CELERY_ namespace)
     "CELERY_BEAT_SCHEDULE": REFUND_JOBS,
     "CELERY_BROKER_URL": "",  # unknown: /health/ then checks no broker
     "CELERY_BROKER_TRANSPORT_OPTIONS": {},
     "HEALTH_BEAT_GRACE": timedelta(seconds=300),
+    # /health/ pings the Celery workers (a worker that is gone answers 500); off where no
+    # worker is expected, such as a test run with eager tasks.
+    "HEALTH_CHECK_WORKERS": True,
+    "HEALTH_WORKER_TIMEOUT": timedelta(seconds=2),
 }
 
 

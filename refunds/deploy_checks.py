@@ -42,4 +42,11 @@ def check_production_services(app_configs, **kwargs):
             hint=f"STRIPE_API_BASE is {app_settings.STRIPE_API_BASE!r}; unset it in production.",
             id="refunds.W104",
         ))
+    if not app_settings.REFUND_REQUIRE_2FA:
+        problems.append(Warning(
+            "Users who may refund log in with a password alone.",
+            hint="Set REFUND_REQUIRE_2FA=1 and give each of them a TOTP device "
+                 "(manage.py add_totp_device <username>).",
+            id="refunds.W105",
+        ))
     return problems

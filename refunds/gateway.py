@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import json
+import re
 import time
 from dataclasses import dataclass, field
 
@@ -23,6 +24,9 @@ from .exceptions import StripeFinalError, StripeRetryableError
 # https://docs.stripe.com/metadata#data
 METADATA_VALUE_LIMIT = 500
 METADATA_MAX_ITEM_KEYS = 40
+BIGINT_MAX = 2**63 - 1
+# Our refund ids as we write them into metadata: ASCII digits only ("²".isdigit() is true).
+_REFUND_ID_TEXT = re.compile(r"[0-9]{1,19}")
 
 
 @dataclass(frozen=True)
@@ -39,8 +43,17 @@ class StripeRefund:
 
     @property
     def oms_refund_id(self) -> int | None:
+        """Our refund's id from the metadata, if it is one we could have written: metadata is
+        typed by people in the Stripe Dashboard and proves nothing alone."""
         value = self.metadata.get("oms_refund_id")
-        return int(value) if value and str(value).isdigit() else None
+        if isinstance(value, str) and _REFUND_ID_TEXT.fullmatch(value) and 0 < int(value) <= BIGINT_MAX:
+            return int(value)
+        return None
+
+    @property
+    def oms_idempotency_key(self) -> str:
+        value = self.metadata.get("oms_idempotency_key")
+        return value if isinstance(value, str) else ""
 
     @classmethod
     def from_stripe(cls, obj) -> StripeRefund:
@@ -191,10 +204,47 @@ def construct_event(payload: bytes, signature_header: str, secret: str, toleranc
         event = json.loads(payload)
     except ValueError as error:
         raise ValueError(f"body is not JSON: {error}") from error
+    except RecursionError as error:
+        raise ValueError(f"body is not a Stripe event: nested more than {MAX_NESTING} levels") from error
+    problem = _json_problem(event)
+    if problem:
+        raise ValueError(f"body is not a Stripe event: {problem}")
     problem = _event_shape_problem(event)
     if problem:
         raise ValueError(f"body is not a Stripe event: {problem}")
     return event
+
+
+# Stripe's events nest about eight levels (event → data → object → refunds → data → refund →
+# metadata); anything much deeper is no Stripe event, and would strain the JSON column.
+MAX_NESTING = 32
+
+
+def _json_problem(value) -> str:
+    """What keeps a parsed JSON value from being stored as it came, or "": nesting deeper than
+    MAX_NESTING, or text PostgreSQL's jsonb cannot hold (U+0000, a lone surrogate). Walked
+    without recursion."""
+    todo = [(value, 1)]
+    while todo:
+        value, depth = todo.pop()
+        if isinstance(value, dict):
+            children = list(value.values()) + list(value.keys())
+        elif isinstance(value, list):
+            children = value
+        elif isinstance(value, str):
+            if "\x00" in value:
+                return "a text holds the NUL character U+0000"
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return "a text holds a lone UTF-16 surrogate"
+            continue
+        else:
+            continue
+        if depth > MAX_NESTING:
+            return f"nested more than {MAX_NESTING} levels"
+        todo.extend((child, depth + 1) for child in children)
+    return ""
 
 
 def _signature_timestamp(signature_header: str) -> int:
@@ -213,6 +263,8 @@ def _event_shape_problem(event) -> str:
         value = event.get(key)
         if not isinstance(value, str) or not value or len(value) > 255:
             return f"{key!r} is not a short non-empty string"
+    if not re.fullmatch(r"[A-Za-z0-9_\-]+", event["id"]) or not re.fullmatch(r"[a-z0-9_.\-]+", event["type"]):
+        return "'id' or 'type' has characters no Stripe event id or type has"
     created = event.get("created")
     if not isinstance(created, int) or isinstance(created, bool) or created <= 0:
         return "'created' is not a Unix timestamp"

@@ -1,10 +1,11 @@
-"""Is the refund system alive? django-health-check's view over the database, the Celery broker
-and the beat schedule.
+"""Is the refund system alive? django-health-check's view over the database, the Celery broker,
+the Celery workers and the beat schedule.
 
 `GET /health/` (refunds.urls) answers JSON, 200 when every check passes and 500 otherwise, for a
 load balancer; `manage.py health_check health --no-http` runs the same checks for cron and
-exits 1 when one fails. The database and Redis checks are the library's; the embedded
-filesystem broker and the beat schedule are checks of ours, written as its plugins.
+exits 1 when one fails. The database and Redis checks are the library's, and so is the worker
+ping (`health_check.contrib.celery.Ping`, wrapped to name no host); the embedded filesystem
+broker and the beat schedule are checks of ours, written as its plugins.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 from health_check.base import HealthCheck
 from health_check.checks import Database
+from health_check.contrib.celery import Ping
 from health_check.exceptions import ServiceUnavailable
 from health_check.views import HealthCheckView
 
@@ -84,6 +86,34 @@ class BeatSchedule(HealthCheck):
         return "; ".join(ages)
 
 
+@dataclasses.dataclass
+class CeleryWorkers(Ping):
+    """At least one Celery worker answers a ping and consumes the default queue: a worker that
+    exited (a Redis restart can stop one, README "Workers and a Redis restart") or hangs is
+    reported, so the platform or an operator restarts it. Messages name no worker host."""
+
+    def run(self):
+        try:
+            super().run()
+        except ServiceUnavailable as error:
+            text = str(error)
+            if "response was incorrect" in text:
+                raise ServiceUnavailable("a Celery worker answered the ping wrongly") from error
+            if text.startswith("No worker for Celery task queue"):
+                raise ServiceUnavailable("no Celery worker consumes the refund tasks' queue") from error
+            raise ServiceUnavailable("no Celery worker answered a ping") from error
+        except Exception as error:  # kombu's OperationalError: the broker itself is gone
+            raise ServiceUnavailable("the Celery workers cannot be pinged: broker unreachable") from error
+
+
+def worker_check() -> tuple[type[HealthCheck], dict] | None:
+    """The worker ping, where a broker is configured and workers are expected."""
+    if not (app_settings.HEALTH_CHECK_WORKERS and app_settings.CELERY_BROKER_URL):
+        return None
+    # limit=1: answered as soon as one worker replies, not after the whole timeout.
+    return CeleryWorkers, {"timeout": app_settings.HEALTH_WORKER_TIMEOUT, "limit": 1}
+
+
 def broker_check() -> tuple[type[HealthCheck], dict] | None:
     """The check for the configured Celery broker: the library's Redis check, or ours for the
     embedded filesystem transport."""
@@ -105,7 +135,7 @@ class HealthView(HealthCheckView):
     host names and ports, which a public probe must not learn."""
 
     def get_checks(self):
-        checks = [(Database, {}), broker_check(), (BeatSchedule, {})]
+        checks = [(Database, {}), broker_check(), worker_check(), (BeatSchedule, {})]
         self.checks = [check for check in checks if check is not None]
         return super().get_checks()
 

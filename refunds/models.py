@@ -183,6 +183,10 @@ class Refund(models.Model):
     # Set by reconcile_refunds each time it asks Stripe about a stale pending refund, so that
     # refunds staying pending for days take turns instead of the oldest ones filling every run.
     last_reconciled_at = models.DateTimeField(null=True, blank=True)
+    # What a person must look at on this refund, written by the system: Stripe reported it
+    # succeeded after a newer refund took over its items, or described it otherwise than we
+    # asked (refunds/services/stripe_view.py). Each finding is also an attention case.
+    warning = models.TextField(blank=True)
 
     class Meta:
         ordering = ["-created_at", "-pk"]

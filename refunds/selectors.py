@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from django.db.models import Max, OuterRef, Q, QuerySet, Subquery, Sum
+from django.db.models import Max, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -62,16 +62,36 @@ def item_ids_of(refund: Refund) -> list[int]:
 class LiveRefunds:
     """The refunds of some orders that count against what may still be refunded."""
 
-    committed: dict[int, int] = field(default_factory=dict)  # order id → amount refunded or in flight
+    # order id → currency → amount refunded or in flight, summed per currency: a refund in
+    # another currency than its order's (made in the Stripe Dashboard) is never added to it.
+    committed_by_currency: dict[int, dict[str, int]] = field(default_factory=dict)
     shipping_taken: set[int] = field(default_factory=set)  # order ids whose shipping a live refund carries
     refund_of_item: dict[int, int] = field(default_factory=dict)  # item id → the live refund it is part of
 
+    def committed(self, order: Order) -> int:
+        """Refunded or in flight for `order`, in the order's own currency."""
+        return self.committed_by_currency.get(order.pk, {}).get(order.currency.lower(), 0)
+
+    def other_currencies(self, order: Order) -> dict[str, int]:
+        """Refunded or in flight for `order` in any other currency (shown apart, never counted)."""
+        own = order.currency.lower()
+        return {currency: amount for currency, amount in self.committed_by_currency.get(order.pk, {}).items() if currency != own}
+
 
 def live_refunds(order_ids: list[int]) -> LiveRefunds:
-    """Three queries, whatever the number of orders and items."""
+    """Three queries, whatever the number of orders and items.
+
+    Sums are made here, in Python integers, per order and currency: the database's SUM
+    overflows (SQLite raises "integer overflow") where amounts Stripe reported add up beyond
+    a bigint, and mixing currencies would be wrong however large the numbers.
+    """
     live = Refund.objects.filter(order_id__in=order_ids, status__in=LIVE_REFUND_STATUSES)
+    committed: dict[int, dict[str, int]] = {}
+    for order_id, currency, amount in live.values_list("order_id", "currency", "amount").order_by():
+        per_currency = committed.setdefault(order_id, {})
+        per_currency[currency.lower()] = per_currency.get(currency.lower(), 0) + amount
     return LiveRefunds(
-        committed=dict(live.values_list("order_id").annotate(total=Sum("amount")).order_by()),
+        committed_by_currency=committed,
         shipping_taken=set(live.filter(shipping_amount__gt=0).values_list("order_id", flat=True)),
         refund_of_item=dict(RefundItem.objects.filter(refund__in=live).values_list("orderitem_id", "refund_id")),
     )
@@ -86,7 +106,7 @@ def orders_with_items_of(item_ids) -> tuple[list[Order], list[OrderItem]]:
 
 def outside_refunds(order_id) -> QuerySet[Refund]:
     """Refunds made in the Stripe Dashboard against an order."""
-    return Refund.objects.filter(order_id=order_id, origin=RefundOrigin.STRIPE_DASHBOARD).order_by("created_at")
+    return Refund.objects.filter(order_id=order_id, origin=RefundOrigin.STRIPE_DASHBOARD).order_by("created_at", "pk")
 
 
 def order_history(order_id) -> QuerySet[ItemTransition]:

@@ -61,9 +61,11 @@ def stripe_webhook(request: HttpRequest) -> JsonResponse:
 
     try:
         receipt = webhooks.receive_event(event)
-    except webhooks.InvalidEvent as error:
-        return _rejected(400, f"event {event['id']} ({event['type']}): {error}", request)
     except Exception as error:  # noqa: BLE001 — kept on the stored event; Stripe delivers again
         logger.error("stripe webhook: event %s (%s) failed, answered 500: %r", event["id"], event["type"], error)
         return JsonResponse({"error": "event could not be applied; it is kept and will be retried"}, status=500)
-    return JsonResponse({"received": event["id"], "duplicate": receipt.duplicate})
+    answer = {"received": event["id"], "duplicate": receipt.duplicate}
+    if receipt.unprocessable:
+        # Stored with the reason for the Back Office; 200, since delivering it again cannot help.
+        answer["unprocessable"] = receipt.unprocessable
+    return JsonResponse(answer)

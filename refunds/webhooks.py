@@ -9,7 +9,10 @@ until it gets a 2xx (https://docs.stripe.com/webhooks#event-delivery-behaviors).
   is recorded by `services.record_stripe_view`, which matches it to our refund and applies the
   ordering rule (the newest Stripe view wins);
 - an error while applying rolls the changes back, keeps the error on the stored event for the
-  Back Office, and is re-raised so the view answers 500 and Stripe delivers again.
+  Back Office, and is re-raised so the view answers 500 and Stripe delivers again;
+- content that breaks the input limits (`refunds.event_checks`) is no error of ours and no
+  retry would mend it: the event is stored, unprocessed, with the reason, an `event_error`
+  case is opened, and the view answers 200.
 """
 
 from __future__ import annotations
@@ -23,18 +26,15 @@ from dataclasses import dataclass
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from . import services
+from . import event_checks, services
+from .event_checks import InvalidEvent
 from .gateway import StripeRefund
 from .models import Refund, StripeEvent
-from .services import Actor, StripeView
+from .services import Actor, StripeView, attention
 
 logger = logging.getLogger(__name__)
 
 ERROR_TEXT_LIMIT = 10_000
-
-
-class InvalidEvent(ValueError):
-    """A signed Stripe event whose `data.object` is not what its type promises."""
 
 
 # --- What each event type says about refunds -----------------------------------------------
@@ -42,7 +42,7 @@ class InvalidEvent(ValueError):
 
 def _refund_object(obj: dict) -> list[dict]:
     """`refund.*` and `charge.refund.updated` carry one Refund: https://docs.stripe.com/api/refunds/object"""
-    _check_refund(obj)
+    event_checks.check_refund(obj)
     return [obj]
 
 
@@ -51,29 +51,14 @@ def _refunds_listed_by_charge(obj: dict) -> list[dict]:
     not included unless expanded; when it is missing there is nothing to apply, and the
     `refund.*` events of the same refunds carry the news."""
     if obj.get("object") != "charge":
-        raise InvalidEvent(f"data.object is a {obj.get('object')!r}, not a charge")
+        raise InvalidEvent(f"data.object is a {event_checks.shown(obj.get('object'))}, not a charge")
     listed = obj.get("refunds")
     if listed is None:
         return []
-    if not isinstance(listed, dict) or not isinstance(listed.get("data"), list):
-        raise InvalidEvent("charge.refunds is not a list object")
-    for refund in listed["data"]:
-        _check_refund(refund)
-    return listed["data"]
-
-
-def _check_refund(obj) -> None:
-    if not isinstance(obj, dict) or obj.get("object") != "refund":
-        kind = obj.get("object") if isinstance(obj, dict) else type(obj).__name__
-        raise InvalidEvent(f"expected a refund, got a {kind!r}")
-    if not isinstance(obj.get("id"), str) or not obj["id"] or len(obj["id"]) > 255:
-        raise InvalidEvent("refund without an id")
-    if not isinstance(obj.get("status"), str) or not obj["status"]:
-        raise InvalidEvent(f"refund {obj['id']} without a status")
-    if not isinstance(obj.get("amount"), int) or isinstance(obj.get("amount"), bool):
-        raise InvalidEvent(f"refund {obj['id']} without an integer amount")
-    if obj.get("metadata") is not None and not isinstance(obj["metadata"], dict):
-        raise InvalidEvent(f"refund {obj['id']} has metadata that is not an object")
+    refunds = event_checks.check_refund_list(listed)
+    for refund in refunds:
+        event_checks.check_refund(refund)
+    return refunds
 
 
 # Event type → the Stripe Refund objects it carries. Other types are stored and answered 200.
@@ -99,15 +84,21 @@ def stripe_refunds_of(event: dict) -> list[dict]:
 class Receipt:
     event: StripeEvent
     duplicate: bool
+    unprocessable: str = ""  # why the event's content cannot be applied, if it cannot
 
 
 def receive_event(payload: dict) -> Receipt:
     """Store a verified event and apply it, once however often Stripe delivers it.
 
-    Raises `InvalidEvent` (nothing stored) for an object of the wrong shape, and re-raises any
-    error met while applying, after the event is stored with that error.
+    An event whose content breaks the input limits is stored unprocessed with the reason
+    (`Receipt.unprocessable`); any other error met while applying is re-raised, after the event
+    is stored with that error.
     """
-    stripe_refunds_of(payload)  # refuse a malformed object before anything is stored
+    try:
+        event_checks.check_event_time(payload)
+        stripe_refunds_of(payload)  # judge the content before anything is stored or applied
+    except InvalidEvent as error:
+        return _store_unprocessable(payload, error)
     event_id = payload["id"]
     # Why one transaction, insert first: the unique event id is the lock. A second delivery
     # of the same event, even one arriving at the same moment on another connection, blocks
@@ -139,6 +130,22 @@ def receive_event(payload: dict) -> Receipt:
         _store_failed(payload, error)
         raise
     return Receipt(event=event, duplicate=False)
+
+
+def _store_unprocessable(payload: dict, error: InvalidEvent) -> Receipt:
+    """Keep the event with the reason it cannot be applied; answered 200, as no redelivery can
+    mend it. A person is told once, not at every delivery."""
+    reason = f"Unprocessable: {error}"
+    event, created = StripeEvent.objects.get_or_create(
+        stripe_event_id=payload["id"],
+        defaults={"type": payload["type"], "payload": payload, "error": reason[:ERROR_TEXT_LIMIT]},
+    )
+    if not created:
+        logger.info("stripe event %s (%s) delivered again: already stored", payload["id"], payload["type"])
+        return Receipt(event=event, duplicate=True, unprocessable=event.error)
+    logger.warning("stripe event %s (%s) stored unprocessed: %s", payload["id"], payload["type"], error)
+    attention.open_case(kind="event_error", detail=f"Stripe event {payload['id']} ({payload['type']}): {reason}")
+    return Receipt(event=event, duplicate=False, unprocessable=reason)
 
 
 def _store_failed(payload: dict, error: Exception) -> None:

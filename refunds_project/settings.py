@@ -10,6 +10,7 @@ from pathlib import Path
 
 import environ
 from celery.schedules import crontab
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -18,8 +19,18 @@ env = environ.Env()
 VAR_DIR = Path(env.str("REFUNDS_VAR_DIR", default=str(BASE_DIR / "var")))
 VAR_DIR.mkdir(parents=True, exist_ok=True)
 
-DEBUG = env.bool("DJANGO_DEBUG", default=True)
-SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="insecure-dev-key-change-me-in-production")
+# Fails closed: DEBUG only when asked for (the demo and the tests, refunds_project.settings_dev),
+# and with DEBUG off no public development key: a missing DJANGO_SECRET_KEY stops startup.
+DEBUG = env.bool("DJANGO_DEBUG", default=False)
+DEVELOPMENT_SECRET_KEY = "insecure-dev-key-change-me-in-production"
+SECRET_KEY = env.str("DJANGO_SECRET_KEY", default=DEVELOPMENT_SECRET_KEY if DEBUG else "")
+if not SECRET_KEY:
+    raise ImproperlyConfigured(
+        "DJANGO_SECRET_KEY is not set. With DJANGO_DEBUG off (production) it is required: set it to 50 or "
+        "more random characters, e.g. the output of "
+        "`python -c 'import secrets; print(secrets.token_urlsafe(50))'`. For development, use "
+        "DJANGO_SETTINGS_MODULE=refunds_project.settings_dev (make run, make test) or set DJANGO_DEBUG=1."
+    )
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
 
@@ -32,6 +43,9 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_celery_beat",
     "health_check",  # `manage.py health_check health --no-http` for cron
+    "axes",  # Back Office logins throttled after repeated failures
+    "django_otp",  # a second factor (TOTP) for users who may refund, with REFUND_REQUIRE_2FA
+    "django_otp.plugins.otp_totp",
     "refunds",
 ]
 
@@ -41,9 +55,33 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",  # request.user.is_verified(): logged in with a second factor
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",  # last, as django-axes asks: answers a locked-out login
 ]
+
+# --- Back Office logins ---------------------------------------------------------------------
+# django-axes watches every login (its backend first) and refuses a user name after
+# AXES_FAILURE_LIMIT failures in a row, for AXES_COOLOFF_TIME. Counted per user name: behind a
+# load balancer every client may share one address, and a password guesser can change his.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.float("AXES_COOLOFF_MINUTES", default=15.0))
+AXES_LOCKOUT_PARAMETERS = ["username"]
+# axes.W006 asks for the client address in the lockout parameters; behind a proxy it is the
+# proxy's for every client (one guesser would lock everybody out), and a user name cannot be
+# rotated the way an address or a user agent can.
+SILENCED_SYSTEM_CHECKS = ["axes.W006"]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "admin/locked_out.html"
+# Users who may refund or approve log in with a TOTP code too (refunds.two_factor); the
+# production recipe sets it, the demo does not.
+REFUND_REQUIRE_2FA = env.bool("REFUND_REQUIRE_2FA", default=False)
+OTP_TOTP_ISSUER = env.str("OTP_TOTP_ISSUER", default="Refunds Back Office")
 
 ROOT_URLCONF = "refunds_project.urls"
 WSGI_APPLICATION = "refunds_project.wsgi.application"
@@ -168,6 +206,8 @@ CELERY_BEAT_SCHEDULE = {
 CELERY_BEAT_SYNC_EVERY = 1
 # Beat is dead when a refund job is this much overdue (beat wakes every 5 s at most).
 HEALTH_BEAT_GRACE = timedelta(seconds=env.float("HEALTH_BEAT_GRACE_SECONDS", default=300.0))
+# /health/ pings the Celery workers: a worker that is gone (or stuck) makes it answer 500.
+HEALTH_CHECK_WORKERS = env.bool("HEALTH_CHECK_WORKERS", default=True)
 
 # --- Production hardening (on when DJANGO_DEBUG is off) --------------------------------------
 if not DEBUG:

@@ -1,8 +1,9 @@
 """Development settings: the demo (`make run`) and the tests.
 
 The service's settings plus the development app (`refunds_dev`: demo seeding, the Stripe
-emulator runner, `stripe_trigger`), with DEBUG on unless DJANGO_DEBUG says otherwise.
-Production runs `refunds_project.settings`, which installs none of it.
+emulator runner, `stripe_trigger`), with DEBUG turned on explicitly (unless DJANGO_DEBUG says
+otherwise); production's settings keep it off. Production runs `refunds_project.settings`,
+which installs none of it.
 """
 
 import os

@@ -25,6 +25,8 @@ def _stripe_settings(settings):
     settings.STRIPE_SECRET_KEY = "sk_test_unit"
     settings.STRIPE_WEBHOOK_SECRET = TEST_WEBHOOK_SECRET
     settings.STRIPE_API_BASE = ""
+    # Tasks run eagerly here: no worker answers /health/'s ping (tests/test_redis_restart.py pings a real one).
+    settings.HEALTH_CHECK_WORKERS = False
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -203,3 +205,22 @@ def readonly_field(response, name: str) -> str:
     [row] = page_of(response).find_all(cls=f"field-{name}")
     [value] = row.find_all(cls="readonly")
     return value.text
+
+
+# --- The refund confirmation page, as a user goes through it ---------------------------------
+
+
+def fingerprint_on(response) -> str:
+    """The fingerprint of what a refund confirmation page showed (its hidden `confirmed` field)."""
+    [field] = [el for el in page_of(response).find_all("input") if el.attrs.get("name") == "confirmed"]
+    return field.attrs["value"]
+
+
+def post_confirmed(client, url, data: dict):
+    """POST a refund as a user does: open the confirmation page, then "Yes, refund" with the
+    fingerprint it showed. `data` carries `post="yes"` and the form's fields."""
+    if data.get("post") == "yes" and "confirmed" not in data:
+        shown = client.post(url, {key: value for key, value in data.items() if key not in ("post", "reason", "note")})
+        assert shown.status_code == 200, shown.status_code
+        data = {**data, "confirmed": fingerprint_on(shown)}
+    return client.post(url, data)

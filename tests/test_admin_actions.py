@@ -11,6 +11,7 @@ from refunds.exceptions import OrderNotRefundable
 from refunds.models import ItemState, ItemTransition, OrderItem, Refund, RefundStatus
 from refunds.services import Actor
 
+from .conftest import post_confirmed
 from .factories import UserFactory, paid_order_with_items
 
 pytestmark = pytest.mark.django_db
@@ -45,7 +46,8 @@ def messages_of(response) -> list[str]:
 
 
 def post_action(client, url, action, ids, **data):
-    return client.post(url, {"action": action, ACTION_CHECKBOX_NAME: [str(pk) for pk in ids], **data})
+    """The action, and with post="yes" also its confirmation, as a user confirms it."""
+    return post_confirmed(client, url, {"action": action, ACTION_CHECKBOX_NAME: [str(pk) for pk in ids], **data})
 
 
 def states(*items) -> list[str]:
@@ -267,7 +269,7 @@ def test_the_order_page_has_a_refund_button_for_the_same_flow(admin_client_alice
 
     page = admin_client_alice.get(refund_url).content.decode()
     assert "€40.45" in page
-    response = admin_client_alice.post(refund_url, {"post": "yes", "reason": "fraudulent"})
+    response = post_confirmed(admin_client_alice, refund_url, {"post": "yes", "reason": "fraudulent"})
 
     assert response.status_code == 302 and response.url == change_url
     assert messages_of(response) == [f"3 items of order {paid_order.reference} queued for refund: €40.45"]
@@ -294,9 +296,9 @@ def test_a_forged_refund_post_without_permission_changes_nothing(client, paid_or
     client.force_login(staff_with())
     items = list(paid_order.items.order_by("pk"))
 
-    items_response = post_action(client, ITEMS_URL, "refund_items", [item.pk for item in items], post="yes")
-    orders_response = post_action(client, ORDERS_URL, "refund_orders", [paid_order.pk], post="yes")
-    button_response = client.post(reverse("admin:refunds_order_refund", args=[paid_order.pk]), {"post": "yes"})
+    items_response = post_action(client, ITEMS_URL, "refund_items", [item.pk for item in items], post="yes", confirmed="forged")
+    orders_response = post_action(client, ORDERS_URL, "refund_orders", [paid_order.pk], post="yes", confirmed="forged")
+    button_response = client.post(reverse("admin:refunds_order_refund", args=[paid_order.pk]), {"post": "yes", "confirmed": "forged"})
 
     # Without any action the admin ignores the "action" field: the plain changelist, no page.
     for response in (items_response, orders_response):

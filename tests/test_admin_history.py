@@ -10,7 +10,7 @@ from refunds import services
 from refunds.models import ItemState, OrderItem, Refund, StripeEvent
 
 from . import stripe_payloads
-from .conftest import table_rows
+from .conftest import post_confirmed, table_rows
 from .factories import paid_order_with_items
 
 pytestmark = pytest.mark.django_db
@@ -31,7 +31,8 @@ def history(client, obj) -> list[tuple[str, str]]:
 
 
 def post_action(client, url, action, objects, **data):
-    return client.post(url, {"action": action, ACTION_CHECKBOX_NAME: [obj.pk for obj in objects], **data})
+    """The action, and with post="yes" also its confirmation, as a user confirms it."""
+    return post_confirmed(client, url, {"action": action, ACTION_CHECKBOX_NAME: [obj.pk for obj in objects], **data})
 
 
 def sent_refund(items, *, user, fake_stripe, status) -> Refund:
@@ -77,7 +78,7 @@ def test_refunding_orders_records_each_orders_refund(alice_client, paid_order):
 def test_the_order_pages_refund_button_is_recorded_too(alice_client, paid_order):
     button = reverse("admin:refunds_order_refund", args=[paid_order.pk])
 
-    alice_client.post(button, {"post": "yes", "reason": "fraudulent"})
+    post_confirmed(alice_client, button, {"post": "yes", "reason": "fraudulent"})
 
     refund = paid_order.refunds.get()
     assert history(alice_client, refund) == [("alice", "Refund requested: 3 items, €40.45 (reason: fraudulent)")]

@@ -128,3 +128,77 @@ def test_refund_two_items_through_the_confirmation_page(live_server, shop_order,
         ItemState.PAYMENT_REFUND_PENDING
     }
     assert Refund.objects.filter(reason="requested_by_customer", created_by__username="alice").count() == 1
+
+
+# --- Logins: throttled, and a second factor for users who may refund ----------------------------
+
+
+def totp_code(base32_key: str, at: float | None = None) -> str:
+    """RFC 6238 (SHA-1, 30 s, 6 digits), what an authenticator app shows for the key."""
+    import base64
+    import hashlib
+    import hmac
+    import struct
+    import time
+
+    counter = int((time.time() if at is None else at) // 30)
+    digest = hmac.new(base64.b32decode(base32_key), struct.pack(">Q", counter), hashlib.sha1).digest()
+    offset = digest[-1] & 0x0F
+    return f"{(struct.unpack('>I', digest[offset:offset + 4])[0] & 0x7FFFFFFF) % 1_000_000:06d}"
+
+
+def log_in(page, url, username, password, code=None):
+    page.goto(f"{url}/admin/login/?next=/admin/refunds/orderitem/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", password)
+    if code is not None:
+        page.fill("#id_otp_token", code)
+    page.click("input[type=submit]")
+    page.wait_for_load_state()
+
+
+def test_repeated_failed_logins_lock_the_user_out(live_server, settings):
+    UserFactory(username="mallory-target", is_superuser=True)
+
+    with chromium_page() as page:
+        for _ in range(settings.AXES_FAILURE_LIMIT - 1):
+            log_in(page, live_server.url, "mallory-target", "wrong-guess")
+            assert "Please enter the correct username and password" in page.locator(".errornote").inner_text()
+        log_in(page, live_server.url, "mallory-target", "wrong-guess")  # the limit reached
+        assert "Too many failed logins for this user" in page.locator(".errornote").inner_text()
+        assert "Try again in 15 minutes" in page.locator("#content-main").inner_text()
+
+        log_in(page, live_server.url, "mallory-target", PASSWORD)  # even the right password, for now
+        assert "Too many failed logins for this user" in page.locator(".errornote").inner_text()
+        assert "/admin/login/" in page.url
+
+
+def test_a_user_who_may_refund_logs_in_with_a_totp_code_when_required(live_server, settings, shop_order):
+    from io import StringIO
+
+    from django.contrib.auth.models import Permission
+    from django.core.management import call_command
+
+    settings.REFUND_REQUIRE_2FA = True
+    UserFactory(username="bob", is_superuser=True)
+    out = StringIO()
+    call_command("add_totp_device", "bob", stdout=out)
+    key = next(line.split(": ", 1)[1] for line in out.getvalue().splitlines() if line.startswith("Key"))
+    viewer = UserFactory(username="vera", is_superuser=False)  # may look, may not refund: no second factor
+    viewer.user_permissions.add(*Permission.objects.filter(codename__in=["view_orderitem", "view_order"]))
+
+    with chromium_page() as page:
+        log_in(page, live_server.url, "bob", PASSWORD)
+        assert "enter the authentication code" in page.locator(".errornote").inner_text()
+
+        log_in(page, live_server.url, "bob", PASSWORD, code="000000" if totp_code(key) != "000000" else "111111")
+        assert "That authentication code is not right" in page.locator(".errornote").inner_text()
+
+        log_in(page, live_server.url, "bob", PASSWORD, code=totp_code(key))
+        page.wait_for_selector("#result_list")
+        assert page.locator('select[name="action"] option[value="refund_items"]').count() == 1
+
+    with chromium_page() as page:
+        log_in(page, live_server.url, "vera", PASSWORD)
+        page.wait_for_selector("#result_list")
+        assert page.locator('select[name="action"] option[value="refund_items"]').count() == 0

@@ -203,10 +203,15 @@ def test_make_run_from_a_fresh_copy_refunds_an_item_through_the_back_office_and_
         items_page = back_office.get("/admin/refunds/orderitem/?q=TOTE-CNV")
         item_id = int(re.search(r'name="_selected_action" value="(\d+)"', items_page).group(1))
         assert item_state(database, item_id) == "payment_captured"
+        # As a user: the action shows the confirmation page, "Yes, refund" posts its fingerprint.
+        _, confirmation = back_office.post(
+            "/admin/refunds/orderitem/", {"action": "refund_items", "_selected_action": [item_id]}, csrf_from=items_page,
+        )
+        fingerprint = re.search(r'name="confirmed" value="([0-9a-f]+)"', confirmation).group(1)
         back_office.post(
             "/admin/refunds/orderitem/",
-            {"action": "refund_items", "_selected_action": [item_id], "post": "yes"},
-            csrf_from=items_page,
+            {"action": "refund_items", "_selected_action": [item_id], "post": "yes", "confirmed": fingerprint},
+            csrf_from=confirmation,
         )
 
         demo.wait_until("payment refund succeeded", lambda: item_state(database, item_id) in ("payment_refund_succeeded", "payment_refunded"), STATE_TIMEOUT)

@@ -1,5 +1,6 @@
-"""What the webhook refuses: each answered 400 (or 413) with a log line saying why, nothing
-stored, no item moved."""
+"""What the webhook refuses: a delivery that is no signed Stripe event is answered 400 (or 413)
+with a log line saying why, nothing stored; a signed event whose content cannot be applied is
+stored with the reason and answered 200 (no redelivery could mend it). No item moves."""
 
 import io
 import json
@@ -136,9 +137,27 @@ def test_a_signed_json_body_that_is_not_a_stripe_event_is_refused(client, caplog
     ids=["refund-event-carrying-a-charge", "refund-without-id", "refund-without-status", "amount-not-integer",
          "charge-event-carrying-a-refund", "charge-listing-a-non-refund"],
 )
-def test_a_refund_event_whose_object_has_the_wrong_shape_is_refused(client, caplog, pending_refund, event_type, obj, why):
-    response = deliver(client, event(event_type, obj))
-    assert_refused(response, 400, caplog, why, pending_refund)
+def test_a_refund_event_whose_object_has_the_wrong_shape_is_stored_unprocessed(client, caplog, pending_refund, event_type, obj, why):
+    evt = event(event_type, obj)
+    response = deliver(client, evt)
+    assert_stored_unprocessed(response, evt, caplog, why, pending_refund)
+
+
+def assert_stored_unprocessed(response, evt, caplog, why, pending_refund):
+    """200 (Stripe stops retrying), the event kept unprocessed with the reason, an event_error
+    case, nothing moved."""
+    assert response.status_code == 200, response.content
+    assert why in response.json()["unprocessable"]
+    stored = StripeEvent.objects.get(stripe_event_id=evt["id"])
+    assert stored.processed_at is None and stored.error.startswith("Unprocessable: ") and why in stored.error
+    assert set(states(pending_refund.items.all())) == {ItemState.PAYMENT_REFUND_PENDING}
+    pending_refund.refresh_from_db()
+    assert pending_refund.status == "pending"
+    assert any(
+        record.name == "refunds.services.attention" and "attention case event_error" in record.getMessage()
+        and evt["id"] in record.getMessage()
+        for record in caplog.records
+    ), caplog.text
 
 
 def test_a_body_over_one_mebibyte_is_refused_with_413(client, caplog, succeeded_event, pending_refund):

@@ -2,10 +2,36 @@
 
 from __future__ import annotations
 
-from django.contrib import admin
+import re
 
+from django.contrib import admin
+from django.contrib.admin.utils import unquote
+from django.http import Http404
+
+from ..conf import app_settings
 from ..models import ItemTransition
 from . import display
+
+BIGINT_MAX = 2**63 - 1
+_ID_TEXT = re.compile(r"[0-9]{1,19}")
+
+
+def object_pk(object_id) -> int | None:
+    """An admin URL's object id as a primary key, or None for anything that is not one
+    (`abc`, `²`, `1.5`, a number beyond bigint): such ids are answered 404, never 500."""
+    text = unquote(str(object_id))
+    if not _ID_TEXT.fullmatch(text) or not 0 < int(text) <= BIGINT_MAX:
+        return None
+    return int(text)
+
+
+def get_object_or_404(modeladmin, request, object_id):
+    """`modeladmin`'s object (through its queryset, so its permissions apply) or Http404."""
+    pk = object_pk(object_id)
+    obj = modeladmin.get_queryset(request).filter(pk=pk).first() if pk is not None else None
+    if obj is None:
+        raise Http404(f"No {modeladmin.model._meta.verbose_name} with id {object_id!r}.")
+    return obj
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -58,7 +84,29 @@ class TransitionLogInline(ReadOnlyInline):
 
 
 def has_refund_permission(request) -> bool:
-    return request.user.has_perm("refunds.refund_orderitem")
+    """May refund, and, where REFUND_REQUIRE_2FA is on, logged in with a second factor."""
+    return request.user.has_perm("refunds.refund_orderitem") and not second_factor_missing(request)
+
+
+# The permissions that move money: refunding, and approving someone else's refund (dual control).
+MONEY_MOVING_PERMISSIONS = ("refunds.refund_orderitem", "refunds.approve_refund")
+
+
+def may_move_money(user) -> bool:
+    return any(user.has_perm(permission) for permission in MONEY_MOVING_PERMISSIONS)
+
+
+def second_factor_missing(request) -> bool:
+    """With REFUND_REQUIRE_2FA, a user who may refund or approve must have logged in with a
+    second factor (django-otp's middleware sets `user.is_verified()`); without the middleware
+    nobody counts as verified, and `refunds.E004` says so at startup."""
+    if not app_settings.REFUND_REQUIRE_2FA:
+        return False
+    user = request.user
+    if not may_move_money(user):
+        return False
+    is_verified = getattr(user, "is_verified", None)
+    return not (callable(is_verified) and is_verified())
 
 
 def has_confirm_refund_permission(request) -> bool:

@@ -4,7 +4,8 @@ labels, Stripe ids as links to the Stripe Dashboard, failure reasons in words.""
 from __future__ import annotations
 
 from django.urls import reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 from django.utils.text import Truncator
 
 from ..conf import app_settings
@@ -30,6 +31,13 @@ def first_line(text: str, limit: int = 120) -> str:
     """The headline of a stored error (the webhook keeps the traceback below it)."""
     line = text.strip().splitlines()[0] if text.strip() else ""
     return Truncator(line).chars(limit)
+
+
+def warning(text: str):
+    """A refund's warning lines (refunds.services.stripe_view), or a dash."""
+    if not text:
+        return "—"
+    return format_html_join(mark_safe("<br>"), '<span class="oms-warning">{}</span>', ((line,) for line in text.splitlines()))
 
 
 def money(amount: int | None, currency: str) -> str:

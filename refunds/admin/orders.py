@@ -8,7 +8,6 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Exists, OuterRef, Q, Sum
 from django.db.models.functions import Coalesce
 from django.http import HttpResponseRedirect
-from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
@@ -16,7 +15,7 @@ from .. import selectors
 from ..models import ItemState, Order, OrderItem, Refund, RefundOrigin
 from ..services import captured_amount
 from . import display
-from .base import ReadOnlyAdmin, ReadOnlyInline, has_refund_permission
+from .base import ReadOnlyAdmin, ReadOnlyInline, get_object_or_404, has_refund_permission, object_pk
 from .refund_flow import refund_with_confirmation
 
 
@@ -181,7 +180,7 @@ class OrderAdmin(ReadOnlyAdmin):
 
     def refund_view(self, request, object_id):
         """The order page's "Refund" button: the same flow as `refund_orders`, for one order."""
-        order = get_object_or_404(self.get_queryset(request), pk=object_id)
+        order = get_object_or_404(self, request, object_id)
         if not (self.has_view_permission(request, order) and self.has_refund_permission(request)):
             raise PermissionDenied
         order_url = reverse("admin:refunds_order_change", args=[order.pk])
@@ -196,16 +195,16 @@ class OrderAdmin(ReadOnlyAdmin):
         return response or HttpResponseRedirect(order_url)
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
+        pk = object_pk(object_id)
+        order = Order.objects.filter(pk=pk).only("currency").first() if pk is not None else None
+        outside = list(selectors.outside_refunds(pk)) if order is not None else []
+        own_currency = order.currency.lower() if order is not None else ""
         extra_context = {
             **(extra_context or {}),
             "can_refund": self.has_refund_permission(request),
-            "history": self.transition_history(object_id),
-            "outside_refunds": selectors.outside_refunds(object_id) if str(object_id).isdigit() else [],
+            "history": selectors.order_history(pk) if order is not None else [],
+            # A refund in another currency than the order's is shown apart: it is in no sum.
+            "outside_refunds": [refund for refund in outside if refund.currency.lower() == own_currency],
+            "foreign_refunds": [refund for refund in outside if refund.currency.lower() != own_currency],
         }
         return super().change_view(request, object_id, form_url, extra_context)
-
-    @staticmethod
-    def transition_history(object_id):
-        if not str(object_id).isdigit():
-            return []
-        return selectors.order_history(object_id)

@@ -6,7 +6,6 @@ from __future__ import annotations
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.http import HttpResponseNotAllowed, HttpResponseRedirect
-from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 from django.utils.html import format_html_join
 
@@ -15,7 +14,7 @@ from ..services import Actor
 from ..exceptions import StripeGatewayError
 from ..models import Refund, StripeEvent
 from . import display
-from .base import ReadOnlyAdmin, ReadOnlyInline, TransitionLogInline, has_refund_permission
+from .base import ReadOnlyAdmin, ReadOnlyInline, TransitionLogInline, get_object_or_404, has_refund_permission
 
 
 class StripeEventInline(ReadOnlyInline):
@@ -62,7 +61,7 @@ class RefundAdmin(ReadOnlyAdmin):
     fieldsets = [
         (None, {"fields": [
             "order_link", "items_display", "amount_display", "shipping_display", "status_display",
-            "failure_display", "origin_display",
+            "failure_display", "origin_display", "warning_display",
         ]}),
         ("Request", {"fields": ["reason", "note", "created_by", "created_at"]}),
         ("Stripe", {"fields": [
@@ -95,6 +94,10 @@ class RefundAdmin(ReadOnlyAdmin):
     @admin.display(description="made", ordering="origin")
     def origin_display(self, refund):
         return display.origin_label(refund.origin)
+
+    @admin.display(description="needs attention")
+    def warning_display(self, refund):
+        return display.warning(refund.warning)
 
     @admin.display(description="Stripe refund")
     def stripe_link(self, refund):
@@ -153,7 +156,7 @@ class RefundAdmin(ReadOnlyAdmin):
         """The refund page's "Check status with Stripe" button (a POST: it may move items)."""
         if request.method != "POST":
             return HttpResponseNotAllowed(["POST"])
-        refund = get_object_or_404(self.get_queryset(request), pk=object_id)
+        refund = get_object_or_404(self, request, object_id)
         if not (self.has_view_permission(request, refund) and self.has_refund_permission(request)):
             raise PermissionDenied
         self._sync(request, refund)

@@ -66,8 +66,16 @@ def refund_with_confirmation(
     plans = preview_refunds(items)
     form = RefundConfirmationForm(request.POST if request.POST.get("post") else None)
     if form.is_bound:
+        # The fingerprint is required: a POST without it never saw a confirmation page, so
+        # it is shown one instead of refunding what the selection may have become.
         confirmed = request.POST.get("confirmed")
-        if confirmed is not None and confirmed != fingerprint(plans):
+        if not confirmed:
+            modeladmin.message_user(
+                request,
+                "Nothing was refunded: confirm the refund on this page first.",
+                messages.WARNING,
+            )
+        elif confirmed != fingerprint(plans):
             modeladmin.message_user(
                 request,
                 "The selection changed since the confirmation page was shown (another refund or a "
@@ -136,15 +144,15 @@ def submit(modeladmin, request, plans: list[RefundPlan], *, reason: str, note: s
         requested = request_summary(count=count, amount=refund.amount_display, reason=reason)
         modeladmin.log_addition(request, refund, f"Refund requested: {requested}")
         modeladmin.log_change(request, orders[refund.order_id], f"Refund #{refund.pk} requested: {requested}")
-        modeladmin.message_user(
-            request,
-            ngettext(
-                "%(count)d item of order %(order)s queued for refund: %(amount)s",
-                "%(count)d items of order %(order)s queued for refund: %(amount)s",
-                count,
-            ) % {"count": count, "order": orders[refund.order_id].reference, "amount": refund.amount_display},
-            messages.SUCCESS,
-        )
+        text = ngettext(
+            "%(count)d item of order %(order)s queued for refund: %(amount)s",
+            "%(count)d items of order %(order)s queued for refund: %(amount)s",
+            count,
+        ) % {"count": count, "order": orders[refund.order_id].reference, "amount": refund.amount_display}
+        if getattr(refund, "task_enqueued", None) is False:
+            # Made and committed; only its task could not be enqueued (services/outbox.py).
+            text += f" ({services.QUEUE_UNREACHABLE})"
+        modeladmin.message_user(request, text, messages.SUCCESS)
 
 
 def request_summary(*, count: int, amount: str, reason: str) -> str:

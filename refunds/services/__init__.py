@@ -8,11 +8,21 @@ nothing else writes refunds or moves items.
     submission       sending a queued refund to Stripe once
     settlement       succeeded items past the settlement period become payment refunded
     reconciliation   lost submissions sent again, silent pending refunds fetched
+    outbox           the submit task enqueued after commit; a broker error is not a failed refund
+    attention        cases a person must look at (a hook until the attention queue lands)
 
-Locks are always taken in the same order: refund, then order, then the order's items.
+One lock order, on every path that locks refunds, orders or items: the refund row, then the
+order, then the order's items (by primary key), each `select_for_update(no_key=True)` —
+PostgreSQL's FOR NO KEY UPDATE. None of these rows' keys ever change, and the weaker lock does
+not conflict with the FOR KEY SHARE that PostgreSQL's (deferred) foreign-key checks take at
+commit: a transaction that holds items and writes audit rows naming a refund ("Confirm refund
+now", settlement) never waits for a webhook that holds that refund and waits for the items.
+A path that needs no refund lock starts further down (request_refund: order, items;
+confirm_refund_now and settlement: items only, with `of=("self",)` so a join locks no order).
 """
 
 from .audit import Actor, transition_items
+from .outbox import QUEUE_UNREACHABLE, submit_after_commit
 from .planning import RefundPlan, captured_amount, plan_refunds
 from .reconciliation import ReconcileReport, Repair, reconcile_refunds
 from .refund_requests import confirm_refund_now, preview_refunds, request_refund
@@ -22,6 +32,7 @@ from .submission import submit_refund
 
 __all__ = [
     "Actor",
+    "QUEUE_UNREACHABLE",
     "ReconcileReport",
     "RefundPlan",
     "Repair",
@@ -35,6 +46,7 @@ __all__ = [
     "reconcile_refunds",
     "record_stripe_view",
     "request_refund",
+    "submit_after_commit",
     "submit_refund",
     "sync_refund_from_stripe",
     "transition_items",

@@ -31,7 +31,10 @@ class RefundPlan:
     blocked: list[BlockedItem] = field(default_factory=list)
     shipping_amount: int = 0
     captured: int = 0
-    committed: int = 0  # refunded or in flight already, Stripe Dashboard refunds included
+    committed: int = 0  # refunded or in flight already in the order's currency, Stripe Dashboard refunds included
+    # Refunded or in flight in other currencies (a Stripe Dashboard refund that disagrees with
+    # its order): shown apart, never added to `committed`, so it neither blocks nor allows a refund.
+    other_currencies: dict[str, int] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)  # order-level reasons nothing can be refunded
 
     @property
@@ -52,6 +55,10 @@ class RefundPlan:
 
     def money(self, amount: int) -> str:
         return format_money(amount, self.order.currency)
+
+    @property
+    def other_currencies_display(self) -> list[str]:
+        return [format_money(amount, currency) for currency, amount in sorted(self.other_currencies.items())]
 
 
 def captured_amount(order: Order, items: list[OrderItem]) -> int:
@@ -78,7 +85,8 @@ def plan_refunds(
         plan = RefundPlan(
             order=order,
             captured=captured_amount(order, order_items),
-            committed=live.committed.get(order.pk, 0),
+            committed=live.committed(order),
+            other_currencies=live.other_currencies(order),
         )
         for item in selected:
             reason = _why_not_refundable(item, live.refund_of_item.get(item.pk))

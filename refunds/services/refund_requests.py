@@ -1,20 +1,20 @@
 """Refund requests from the Back Office: previewed, requested, and confirmed by hand.
 
-Locks are always taken in the same order: refund, then order, then the order's items.
+Locks are always taken in the same order: refund, then order, then the order's items, each
+`FOR NO KEY UPDATE` (see refunds/services/__init__.py).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from functools import partial
-
 from django.db import transaction
 
 from .. import selectors
 from ..exceptions import NothingToRefund, OrderNotRefundable, RefundError
 from ..models import ItemState, Order, OrderItem, Refund, RefundReason
 from .audit import Actor, transition_items
+from .outbox import submit_after_commit
 from .planning import RefundPlan, plan_refunds
 
 logger = logging.getLogger(__name__)
@@ -28,8 +28,6 @@ def request_refund(
     Everything is checked with the orders and their items locked; a request that cannot be
     honoured in full raises a `RefundError` and writes nothing.
     """
-    from ..tasks import submit_refund  # tasks import services
-
     item_ids = {item if isinstance(item, int) else item.pk for item in items}
     if not item_ids:
         raise NothingToRefund("Select at least one item to refund.")
@@ -41,8 +39,8 @@ def request_refund(
         order_ids = OrderItem.objects.filter(pk__in=item_ids).values("order_id")
         # Every refund request for an order queues on the order's row lock, so two Back Office
         # users refunding the same item cannot both see it refundable.
-        orders = list(Order.objects.select_for_update().filter(pk__in=order_ids).order_by("pk"))
-        all_items = list(OrderItem.objects.select_for_update().filter(order__in=orders).order_by("pk"))
+        orders = list(Order.objects.select_for_update(no_key=True).filter(pk__in=order_ids).order_by("pk"))
+        all_items = list(OrderItem.objects.select_for_update(no_key=True).filter(order__in=orders).order_by("pk"))
         missing = item_ids - {item.pk for item in all_items}
         if missing:
             raise RefundError(f"Item(s) {', '.join(map(str, sorted(missing)))} do not exist.")
@@ -72,14 +70,14 @@ def request_refund(
                 [Refund.items.through(refund=refund, orderitem=item) for item in plan.items], batch_size=500
             )
             transition_items(plan.items, "start_refund", by=actor, refund=refund)
-            # The outbox: the refund row commits first; if the broker is down the task is
-            # lost, and reconcile_refunds sends the still-queued refund later.
-            transaction.on_commit(partial(submit_refund.delay, refund.pk))
             refunds.append(refund)
             logger.info(
                 "refund %s queued: %d item(s) of order %s, %s",
                 refund.pk, len(plan.items), plan.order.reference, plan.money(plan.amount),
             )
+        # The outbox: the refund rows commit first, then their tasks are enqueued; if the
+        # broker is down, reconcile_refunds sends the still-queued refunds later.
+        submit_after_commit(refunds)
     return refunds
 
 
@@ -98,7 +96,13 @@ def confirm_refund_now(*, items: Iterable[OrderItem | int], user) -> list[OrderI
         raise NothingToRefund("Select at least one item to confirm.")
     actor = Actor.of_user(user)
     with transaction.atomic():
-        locked = list(OrderItem.objects.select_for_update().filter(pk__in=item_ids).select_related("order").order_by("pk"))
+        # The items only (`of`): locking their orders too, after the items, would turn the lock
+        # order around. The audit rows' foreign keys need FOR KEY SHARE on the refunds at
+        # commit, which a webhook's FOR NO KEY UPDATE on the same refund does not block.
+        locked = list(
+            OrderItem.objects.select_for_update(no_key=True, of=("self",)).filter(pk__in=item_ids)
+            .select_related("order").order_by("pk")
+        )
         wrong = [item for item in locked if item.state != ItemState.PAYMENT_REFUND_SUCCEEDED]
         if wrong:
             raise OrderNotRefundable(" ".join(

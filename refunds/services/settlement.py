@@ -42,7 +42,7 @@ def finalize_due_refunds(
             items = list(
                 selectors.items_due_for_settlement(cutoff=cutoff)
                 .filter(pk__gt=after_pk)
-                .select_for_update(skip_locked=True)
+                .select_for_update(skip_locked=True, no_key=True)
                 .order_by("pk")[:batch_size]
             )
             if not items:
@@ -59,9 +59,11 @@ def finalize_due_refunds(
 def _confirm_batch(items: list[OrderItem], *, by: Actor) -> int:
     latest = selectors.latest_refund_ids([item.pk for item in items])
     refunds = _share_lock_refunds(set(latest.values()))
-    # An item whose refund another transaction holds (a webhook or a Stripe sync applying a
-    # decline right now) waits for the next run: that transaction will lock this item next,
-    # and waiting for its refund here, holding the item, could deadlock.
+    # The foreign-key lock on each item's refund is taken now, without waiting: the services
+    # hold refunds FOR NO KEY UPDATE, which it does not conflict with, so a webhook applying a
+    # decline right now does not hold this up (it waits for the items instead). Anything that
+    # holds a refund FOR UPDATE would make its items wait for the next run rather than risk a
+    # deadlock, holding the items.
     items = [item for item in items if item.state == ItemState.PAYMENT_REFUND_SUCCEEDED
              and (latest.get(item.pk) is None or latest[item.pk] in refunds)]
     refund_of = {item.pk: refunds.get(latest.get(item.pk)) for item in items}
@@ -77,7 +79,8 @@ def _share_lock_refunds(refund_ids: set[int]) -> dict[int, Refund]:
     if connection.vendor != "postgresql":
         return Refund.objects.only("pk").in_bulk(refund_ids)
     # FOR KEY SHARE is what PostgreSQL's foreign-key check takes at commit; it conflicts only
-    # with FOR UPDATE (services lock refunds that way), not with another settlement run.
+    # with FOR UPDATE, which no service takes on refunds (they lock FOR NO KEY UPDATE), so a
+    # refund is skipped only if something outside the services holds it that way.
     # Django's select_for_update cannot ask for it.
     locked = Refund.objects.raw(
         f'SELECT id FROM "{Refund._meta.db_table}" WHERE id = ANY(%s::bigint[]) FOR KEY SHARE SKIP LOCKED',

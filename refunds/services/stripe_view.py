@@ -17,7 +17,15 @@ every view is kept in whole seconds):
   applied before was received, hence created, before that moment, so they always apply, and
   an event created before them changes nothing.
 
-Locks: the refund row first, then the order, then the order's items (refunds.services).
+Matching (DESIGN.md §10): a Stripe refund is ours only when everything agrees — found by our
+`stripe_refund_id`, or by metadata `oms_refund_id` *and* `oms_idempotency_key` together, and its
+PaymentIntent, currency and amount are our refund's. Metadata is typed by people in the Stripe
+Dashboard and proves nothing alone. A Stripe refund that is not ours but names an order's
+PaymentIntent is recorded as made outside this system, in its own currency; one that names our
+refund or order and disagrees is a `mismatched_refund` case and moves nothing.
+
+Locks (one order for every path, see refunds/services/__init__.py): the refund row, then the
+order, then the order's items, each `FOR NO KEY UPDATE`.
 """
 
 from __future__ import annotations
@@ -32,13 +40,14 @@ from django.utils import timezone
 from django_fsm import can_proceed
 
 from .. import gateway, selectors
-from ..gateway import StripeRefund
-from ..models import Order, OrderItem, Refund, RefundOrigin, RefundReason, RefundStatus
+from ..gateway import BIGINT_MAX, StripeRefund
+from ..models import LIVE_REFUND_STATUSES, Order, OrderItem, Refund, RefundOrigin, RefundReason, RefundStatus
+from . import attention
 from .audit import Actor, transition_items
 
 logger = logging.getLogger(__name__)
 
-BIGINT_MAX = 2**63 - 1
+__all__ = ["BIGINT_MAX", "StripeView", "apply_refund_status", "record_stripe_view", "sync_refund_from_stripe"]
 
 
 class ViewSource(enum.Enum):
@@ -80,17 +89,28 @@ def record_stripe_view(*, view: StripeView, by: Actor, refund: Refund | None = N
     """Record what Stripe says about a refund, if it is newer than what we know.
 
     `refund` is our refund, row-locked by the caller; without it the Stripe refund is matched
-    to ours here (by Stripe id, else by the metadata we sent), and one that is not ours but
-    names an order's PaymentIntent is recorded as made outside this system. Returns our refund,
-    or None when the Stripe refund belongs to no order of ours. Runs inside the caller's
-    transaction.
+    to ours here. A Stripe refund is applied to our refund only when everything agrees
+    (module doc); one that is not ours but names an order's PaymentIntent is recorded as made
+    outside this system. Returns our refund (the outside record included), or None when the
+    Stripe refund belongs to no order of ours. Runs inside the caller's transaction.
     """
+    given = refund is not None
+    if given:
+        problem = _disagreement(refund, view.refund)
+    else:
+        refund, problem = _locked_refund_for(view.refund)
+    if problem:
+        _report_mismatch(refund, view.refund, problem, by=by)
+        if refund is not None and (given or refund.stripe_refund_id == view.refund.id):
+            # Our refund, as our own call or our Stripe id found it, yet described otherwise
+            # than we asked: it is left as it is, for a person to look at.
+            return refund
+        # Not ours; money may still have left on an order's PaymentIntent (recorded below).
+        refund = None
     if refund is None:
-        refund = _locked_refund_for(view.refund)
+        refund = _record_dashboard_refund(view.refund, by=by)
         if refund is None:
-            refund = _record_dashboard_refund(view.refund, by=by)
-            if refund is None:
-                return None
+            return None
     last = refund.stripe_event_created_at
     if view.is_event and last is not None:
         if view.at < last:
@@ -103,6 +123,9 @@ def record_stripe_view(*, view: StripeView, by: Actor, refund: Refund | None = N
             # Same second as the view applied last: which is newer cannot be told from
             # `created`, so apply what Stripe says now.
             view = StripeView.fetched(gateway.retrieve_refund(view.refund.id))
+            if problem := _disagreement(refund, view.refund):
+                _report_mismatch(refund, view.refund, problem, by=by)
+                return refund
     # A fetch or an answer is newer than anything applied before it (see the module's doc);
     # max() also keeps a clock that lags Stripe's from moving the mark backwards.
     refund.stripe_event_created_at = view.at if last is None else max(view.at, last)
@@ -124,7 +147,7 @@ def sync_refund_from_stripe(*, refund_id: int, by: Actor) -> Refund:
     is left as it is.
     """
     with transaction.atomic():
-        refund = Refund.objects.select_for_update().select_related("order").get(pk=refund_id)
+        refund = Refund.objects.select_for_update(no_key=True, of=("self",)).select_related("order").get(pk=refund_id)
         if refund.stripe_refund_id:
             answer = gateway.retrieve_refund(refund.stripe_refund_id)
         else:
@@ -141,6 +164,7 @@ def sync_refund_from_stripe(*, refund_id: int, by: Actor) -> Refund:
 # The fields of a refund that Stripe's word (and the callers before us) may change.
 STRIPE_VIEW_FIELDS = [
     "status", "status_changed_at", "failure_reason", "stripe_refund_id", "stripe_event_created_at", "last_error",
+    "warning",
 ]
 
 # Which transition a Stripe refund status fires on the items it covers (DESIGN.md §1).
@@ -167,25 +191,31 @@ def apply_refund_status(*, refund: Refund, status: str, by: Actor, failure_reaso
         if refund.origin != RefundOrigin.BACK_OFFICE:
             # A Dashboard refund has no items to lock; its status changes what request_refund may
             # still refund, which it reads under the order's lock.
-            Order.objects.select_for_update().filter(pk=refund.order_id).get()
+            Order.objects.select_for_update(no_key=True).filter(pk=refund.order_id).get()
+        newly_succeeded = status == RefundStatus.SUCCEEDED and refund.status != RefundStatus.SUCCEEDED
         if refund.status != status:
             refund.status = status
             refund.status_changed_at = timezone.now()
         failed = status in (RefundStatus.FAILED, RefundStatus.CANCELED)
         refund.failure_reason = (failure_reason or status) if failed else ""
-        refund.save(update_fields=STRIPE_VIEW_FIELDS)
 
         transition = STATUS_TRANSITIONS[status]
-        if transition is None or refund.origin != RefundOrigin.BACK_OFFICE:
+        if refund.origin != RefundOrigin.BACK_OFFICE:
+            refund.save(update_fields=STRIPE_VIEW_FIELDS)
             return []
         # The items' row locks serialize this with request_refund, which locks every item of
         # the order before it reads the order's refunds.
         items = list(
-            OrderItem.objects.select_for_update(of=("self",))
+            OrderItem.objects.select_for_update(no_key=True, of=("self",))
             .filter(refunds=refund)
             .annotate(latest_refund_id=selectors.latest_refund_of_item())
             .order_by("pk")
         )
+        if newly_succeeded:
+            _check_superseded_success(refund, items)
+        refund.save(update_fields=STRIPE_VIEW_FIELDS)
+        if transition is None:
+            return []
         movable = [
             item for item in items
             if item.latest_refund_id == refund.pk and can_proceed(getattr(item, transition))
@@ -193,39 +223,115 @@ def apply_refund_status(*, refund: Refund, status: str, by: Actor, failure_reaso
         return transition_items(movable, transition, by=by, refund=refund)
 
 
+def _check_superseded_success(refund: Refund, items: list[OrderItem]) -> None:
+    """Stripe says `refund` succeeded, but a newer refund already covers some of its items
+    (the refund failed, its items were refunded again, then Stripe changed its mind): the
+    customer may have been refunded twice. Nothing moves; the refund says so and a person is told."""
+    newer_ids = {item.latest_refund_id for item in items if item.latest_refund_id not in (None, refund.pk)}
+    if not newer_ids:
+        return
+    newer = list(
+        Refund.objects.filter(pk__in=newer_ids, status__in=LIVE_REFUND_STATUSES).order_by("pk").values_list("pk", flat=True)
+    )
+    if not newer:
+        return
+    covering = ", ".join(f"#{pk}" for pk in newer)
+    detail = (
+        f"Stripe reports refund #{refund.pk} ({refund.stripe_refund_id or 'no Stripe id'}, "
+        f"{refund.amount_display}) succeeded, but its items were refunded again by refund {covering}: "
+        "the customer may have been refunded twice. Check both refunds in the Stripe Dashboard."
+    )
+    _warn(refund, detail)
+    attention.open_case(kind="possible_double_refund", refund=refund, detail=detail)
+
+
+def _warn(refund: Refund, text: str) -> None:
+    """Add a dated line to the refund's warning (saved by the caller, with Stripe's view)."""
+    line = f"{timezone.now():%Y-%m-%d %H:%M} UTC: {text}"
+    refund.warning = f"{refund.warning}\n{line}" if refund.warning else line
+
+
 # --- Whose refund is it? ---------------------------------------------------------------------
 
-def _locked_refund_for(stripe_refund: StripeRefund) -> Refund | None:
-    """Our refund for a Stripe refund, row-locked: by Stripe id, else by the metadata we sent.
+def _locked_refund_for(stripe_refund: StripeRefund) -> tuple[Refund | None, str]:
+    """Our refund for a Stripe refund, row-locked, and what disagrees ("" if nothing).
 
-    The webhook can arrive before `submit_refund` has saved the Stripe id; `submit_refund`
-    holds this same row lock while it talks to Stripe, so we wait for it and then see its id.
+    By our Stripe id, else by the metadata we sent: `oms_refund_id` and `oms_idempotency_key`
+    together. The webhook can arrive before `submit_refund` has saved the Stripe id;
+    `submit_refund` holds this same row lock while it talks to Stripe, so we wait for it and
+    then see its id.
     """
-    refund = Refund.objects.select_for_update().filter(stripe_refund_id=stripe_refund.id).first()
+    locked = Refund.objects.select_for_update(no_key=True, of=("self",)).select_related("order")
+    refund = locked.filter(stripe_refund_id=stripe_refund.id).first()
     if refund is not None:
-        return refund
+        return refund, _disagreement(refund, stripe_refund)
     oms_refund_id = stripe_refund.oms_refund_id
-    if oms_refund_id is None or oms_refund_id > BIGINT_MAX:  # metadata anyone can type in the Dashboard
-        return None
-    refund = Refund.objects.select_for_update().filter(pk=oms_refund_id).first()
+    if oms_refund_id is None:
+        return None, _names_another_order(stripe_refund)
+    refund = locked.filter(pk=oms_refund_id).first()
     if refund is None:
         logger.warning("Stripe refund %s names our refund #%s, which does not exist", stripe_refund.id, oms_refund_id)
-        return None
-    key = stripe_refund.metadata.get("oms_idempotency_key")
-    if key and key != refund.idempotency_key:
+        return None, ""
+    key = stripe_refund.oms_idempotency_key
+    if not key:
+        # Anyone who can refund in the Stripe Dashboard can type an id into the metadata.
+        return refund, "its metadata names this refund without the refund's idempotency key"
+    if key != refund.idempotency_key:
         # Another installation (a test database reset, a staging copy) sharing the Stripe account.
         logger.warning(
             "Stripe refund %s names our refund #%s but another idempotency key; not ours",
             stripe_refund.id, oms_refund_id,
         )
-        return None
+        return None, ""
     if refund.stripe_refund_id and refund.stripe_refund_id != stripe_refund.id:
-        logger.error(
-            "Stripe refund %s names our refund #%s, which is Stripe refund %s: a second Stripe refund",
-            stripe_refund.id, oms_refund_id, refund.stripe_refund_id,
+        return refund, (
+            f"it carries this refund's metadata and idempotency key, but this refund is Stripe refund "
+            f"{refund.stripe_refund_id}: a second Stripe refund"
         )
-        return None
-    return refund
+    return refund, _disagreement(refund, stripe_refund)
+
+
+def _disagreement(refund: Refund, stripe_refund: StripeRefund) -> str:
+    """What in Stripe's description of `refund` is not ours: PaymentIntent, currency, amount."""
+    problems = []
+    if stripe_refund.payment_intent != refund.order.stripe_payment_intent_id:
+        problems.append(
+            f"its PaymentIntent {stripe_refund.payment_intent or '(none)'} is not the order's "
+            f"{refund.order.stripe_payment_intent_id or '(none)'}"
+        )
+    if stripe_refund.currency.lower() != refund.currency.lower():
+        problems.append(f"its currency {stripe_refund.currency.upper() or '(none)'} is not {refund.currency.upper()}")
+    if stripe_refund.amount != refund.amount:
+        problems.append(f"its amount {stripe_refund.amount} is not {refund.amount}")
+    return "; ".join(problems)
+
+
+def _names_another_order(stripe_refund: StripeRefund) -> str:
+    """A Stripe refund whose metadata names an order of ours that is not the one whose
+    PaymentIntent it refunds."""
+    reference = stripe_refund.metadata.get("order_reference")
+    if not isinstance(reference, str) or not reference or len(reference) > 64:
+        return ""
+    order = Order.objects.filter(reference=reference).only("pk", "stripe_payment_intent_id").first()
+    if order is None or order.stripe_payment_intent_id == stripe_refund.payment_intent:
+        return ""
+    return (
+        f"its metadata names order {reference}, whose PaymentIntent is "
+        f"{order.stripe_payment_intent_id or '(none)'}, not {stripe_refund.payment_intent or '(none)'}"
+    )
+
+
+def _report_mismatch(refund: Refund | None, stripe_refund: StripeRefund, problem: str, *, by: Actor) -> None:
+    """A Stripe refund that names our refund or order but does not agree: nothing of ours moves."""
+    detail = (
+        f"{by.label}: Stripe refund {stripe_refund.id} ({stripe_refund.status}, {stripe_refund.amount} "
+        f"{stripe_refund.currency.upper() or '?'}) is not applied: {problem}."
+    )
+    logger.warning("%s", detail)
+    if refund is not None:
+        _warn(refund, detail)
+        refund.save(update_fields=["warning"])
+    attention.open_case(kind="mismatched_refund", refund=refund, detail=detail)
 
 
 def _record_dashboard_refund(stripe_refund: StripeRefund, *, by: Actor) -> Refund | None:
@@ -245,10 +351,11 @@ def _record_dashboard_refund(stripe_refund: StripeRefund, *, by: Actor) -> Refun
             "more than one" if orders else "no",
         )
         return None
-    if stripe_refund.amount <= 0:
-        logger.warning("%s: Stripe refund %s has no amount; not recorded", by.label, stripe_refund.id)
+    if not 0 < stripe_refund.amount <= BIGINT_MAX:
+        logger.warning("%s: Stripe refund %s has no amount we can record; not recorded", by.label, stripe_refund.id)
         return None
     order = orders[0]
+    currency = (stripe_refund.currency or order.currency).lower()
     try:
         with transaction.atomic():
             refund = Refund.objects.create(
@@ -256,7 +363,8 @@ def _record_dashboard_refund(stripe_refund: StripeRefund, *, by: Actor) -> Refun
                 origin=RefundOrigin.STRIPE_DASHBOARD,
                 stripe_refund_id=stripe_refund.id,
                 amount=stripe_refund.amount,
-                currency=stripe_refund.currency or order.currency,
+                # Its own currency: never summed into the order's (selectors.live_refunds).
+                currency=currency,
                 status=stripe_refund.status,
                 reason=stripe_refund.reason if stripe_refund.reason in RefundReason.values else "",
                 note=f"Made outside this system (Stripe Dashboard); recorded from {by.label}.",
@@ -264,7 +372,13 @@ def _record_dashboard_refund(stripe_refund: StripeRefund, *, by: Actor) -> Refun
             )
     except IntegrityError:
         # Another event about the same refund recorded it a moment ago, on another connection.
-        return Refund.objects.select_for_update().get(stripe_refund_id=stripe_refund.id)
+        return Refund.objects.select_for_update(no_key=True).get(stripe_refund_id=stripe_refund.id)
+    if currency != order.currency.lower():
+        attention.open_case(
+            kind="mismatched_refund", refund=refund, order=order,
+            detail=f"Stripe refund {stripe_refund.id} on order {order.reference}'s PaymentIntent is in "
+                   f"{currency.upper()}, not the order's {order.currency.upper()}; recorded apart, never summed.",
+        )
     logger.info(
         "%s: Stripe refund %s of %s made outside this system recorded for order %s",
         by.label, stripe_refund.id, order.money(stripe_refund.amount), order.reference,

@@ -26,7 +26,7 @@ def submit_refund(*, refund_id: int) -> Refund:
     # First, remember the attempt in its own transaction, so that a crash between Stripe's
     # answer and our commit is known to the next attempt, which then asks Stripe before sending.
     with transaction.atomic():
-        refund = Refund.objects.select_for_update().get(pk=refund_id)
+        refund = Refund.objects.select_for_update(no_key=True).get(pk=refund_id)
         if refund.status != RefundStatus.QUEUED:
             return refund
         refund.submit_attempts += 1
@@ -37,7 +37,7 @@ def submit_refund(*, refund_id: int) -> Refund:
         # The refund's row stays locked during the Stripe call: a second run of this task
         # waits here, then finds the refund no longer queued.
         with transaction.atomic():
-            refund = Refund.objects.select_for_update().select_related("order").get(pk=refund_id)
+            refund = Refund.objects.select_for_update(no_key=True, of=("self",)).select_related("order").get(pk=refund_id)
             if refund.status != RefundStatus.QUEUED:
                 return refund
             answer = None
@@ -76,7 +76,7 @@ def _fail_refund(refund_id: int, error: StripeFinalError) -> Refund:
     """Stripe refused to create the refund (a 4xx): there is no Stripe refund to have a view
     of, so the refund fails here with Stripe's error kept."""
     with transaction.atomic():
-        refund = Refund.objects.select_for_update().get(pk=refund_id)
+        refund = Refund.objects.select_for_update(no_key=True).get(pk=refund_id)
         if refund.status != RefundStatus.QUEUED:
             return refund
         refund.last_error = f"Stripe refused the refund: {error.message}"

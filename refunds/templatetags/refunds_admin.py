@@ -30,3 +30,11 @@ def failure_reason_in_words(failure_reason):
 @register.filter
 def stripe_refund_link(stripe_refund_id):
     return display.stripe_refund_link(stripe_refund_id)
+
+
+@register.filter
+def duration(value):
+    """A timedelta as people say it: `15 minutes`, `1 day 12 hours`."""
+    from ..management.console import duration_text
+
+    return duration_text(value) if value else ""

@@ -59,3 +59,54 @@ def check_second_factor(app_configs, **kwargs):
             id="refunds.E004",
         )]
     return []
+
+
+@register("refunds")
+def check_operations_settings(app_configs, **kwargs):
+    """Dual control and alerts (DESIGN.md §9): a typo here would silently send a large refund
+    without approval, or lose every alert."""
+    from django.core.exceptions import ValidationError
+    from django.core.validators import validate_email
+
+    from .money import is_known_currency
+
+    Problem = Warning if settings.DEBUG else Error
+    problems = []
+    thresholds = app_settings.REFUND_APPROVAL_THRESHOLDS
+    if not isinstance(thresholds, dict):
+        problems.append(Problem(
+            "REFUND_APPROVAL_THRESHOLDS is not a mapping of currency to amount.",
+            hint='Set it like REFUND_APPROVAL_THRESHOLDS=eur=50000,usd=50000 (amounts in minor units).',
+            id=f"refunds.{Problem.__name__[0]}020",
+        ))
+    else:
+        for currency, amount in thresholds.items():
+            if not is_known_currency(str(currency).lower()):
+                problems.append(Problem(
+                    f"REFUND_APPROVAL_THRESHOLDS names an unknown currency {currency!r}.",
+                    hint="Use Stripe's lower-case ISO codes (eur, usd, jpy, …).",
+                    id=f"refunds.{Problem.__name__[0]}021",
+                ))
+            if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
+                problems.append(Problem(
+                    f"REFUND_APPROVAL_THRESHOLDS[{currency!r}] is {amount!r}, not a positive whole amount in minor units.",
+                    hint="50000 means €500.00 for eur and ¥50,000 for jpy.",
+                    id=f"refunds.{Problem.__name__[0]}021",
+                ))
+    for address in app_settings.REFUND_ALERT_EMAILS or []:
+        try:
+            validate_email(address)
+        except ValidationError:
+            problems.append(Problem(
+                f"REFUND_ALERT_EMAILS holds {address!r}, which is not an e-mail address.",
+                hint="A comma-separated list: ops@shop.example,finance@shop.example",
+                id=f"refunds.{Problem.__name__[0]}022",
+            ))
+    url = app_settings.REFUND_ALERT_WEBHOOK_URL
+    if url and not url.startswith(("https://", "http://")):
+        problems.append(Problem(
+            "REFUND_ALERT_WEBHOOK_URL is not an http(s) URL.",
+            hint="A Slack-compatible incoming webhook, e.g. https://hooks.slack.com/services/…",
+            id=f"refunds.{Problem.__name__[0]}023",
+        ))
+    return problems

@@ -40,6 +40,15 @@ DEFAULTS: dict[str, Any] = {
     # --- Back Office security
     # Users who may refund or approve must log in with a second factor (django-otp's TOTP).
     "REFUND_REQUIRE_2FA": False,
+    # --- Operations (DESIGN.md §9)
+    # Currency → minor units at or above which a refund waits for a second user; {} = never.
+    "REFUND_APPROVAL_THRESHOLDS": {},
+    "REFUND_ATTENTION_PENDING_DAYS": 10,  # pending at Stripe this long: a stuck_pending case
+    "REFUND_ATTENTION_APPROVAL_AFTER": timedelta(days=1),  # awaiting approval this long: a case
+    "REFUND_ALERT_EMAILS": [],  # addresses a new case is mailed to
+    "REFUND_ALERT_WEBHOOK_URL": "",  # a Slack-compatible incoming webhook, optional
+    "REFUND_ALERT_TIMEOUT_SECONDS": 10.0,
+    "REFUND_BACK_OFFICE_URL": "",  # e.g. "https://oms.shop.example": alerts then link the Back Office
     # --- Celery and health (the host's Celery settings, read with the CELERY_ namespace)
     "CELERY_BEAT_SCHEDULE": REFUND_JOBS,
     "CELERY_BROKER_URL": "",  # unknown: /health/ then checks no broker
@@ -50,6 +59,20 @@ DEFAULTS: dict[str, Any] = {
     "HEALTH_CHECK_WORKERS": True,
     "HEALTH_WORKER_TIMEOUT": timedelta(seconds=2),
 }
+
+
+def amounts_by_currency(text: str) -> dict[str, int | str]:
+    """`"eur=50000,USD=20000"` (as in an environment variable) → `{"eur": 50000, "usd": 20000}`.
+
+    A value that is not a whole number is kept as text, so that the system check names it
+    (refunds.E021) instead of the settings failing to import.
+    """
+    amounts: dict[str, int | str] = {}
+    for pair in filter(None, (part.strip() for part in (text or "").split(","))):
+        code, _, amount = pair.partition("=")
+        amount = amount.strip()
+        amounts[code.strip().lower()] = int(amount) if amount.isdigit() else amount
+    return amounts
 
 
 class AppSettings:

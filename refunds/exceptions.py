@@ -21,6 +21,23 @@ class OverRefund(RefundError):
     pass
 
 
+class InvalidAmount(RefundError):
+    """An amount typed or sent that is not a positive amount of the order's currency."""
+
+
+class ApprovalRefused(RefundError):
+    """Dual control: this user may not approve or reject this refund (their own, or no permission)."""
+
+
+class CaseAlreadyResolved(RefundError):
+    pass
+
+
+class AlertNotDelivered(Exception):
+    """An attention alert could not be sent on every channel; the task retries, reconciliation
+    sends it later. The message names each channel's error."""
+
+
 class StripeGatewayError(Exception):
     """Stripe could not be asked, or said no. `message` is Stripe's own words when it gave any."""
 

@@ -10,7 +10,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
-from django_fsm import FSMField, FSMModelMixin, transition
+from django_fsm import RETURN_VALUE, FSMField, FSMModelMixin, transition
 
 from .money import format_money
 
@@ -21,12 +21,14 @@ class ItemState(models.TextChoices):
     PAYMENT_REFUND_SUCCEEDED = "payment_refund_succeeded", "payment refund succeeded"
     PAYMENT_REFUND_FAILED = "payment_refund_failed", "payment refund failed"
     PAYMENT_REFUNDED = "payment_refunded", "payment refunded"
+    PAYMENT_REFUND_AWAITING_APPROVAL = "payment_refund_awaiting_approval", "payment refund awaiting approval"
 
 
 # States in which an item may be (re-)refunded from the Back Office.
 REFUNDABLE_STATES = (ItemState.PAYMENT_CAPTURED, ItemState.PAYMENT_REFUND_FAILED)
 # States in which an item counts as refunded or on its way, for the shipping rule.
 UNREFUNDABLE_AGAIN_STATES = (
+    ItemState.PAYMENT_REFUND_AWAITING_APPROVAL,
     ItemState.PAYMENT_REFUND_PENDING,
     ItemState.PAYMENT_REFUND_SUCCEEDED,
     ItemState.PAYMENT_REFUNDED,
@@ -115,12 +117,36 @@ class OrderItem(FSMModelMixin, models.Model):
     def confirm_refund(self):
         self._entered_state()
 
+    # Dual control (DESIGN.md §9): a refund at or above its currency's approval threshold waits
+    # for a second user; rejecting it puts each item back where it was before the request.
+    @transition(
+        field=state, source=list(REFUNDABLE_STATES), target=ItemState.PAYMENT_REFUND_AWAITING_APPROVAL
+    )
+    def request_approval(self):
+        self._entered_state()
+
+    @transition(
+        field=state, source=ItemState.PAYMENT_REFUND_AWAITING_APPROVAL, target=ItemState.PAYMENT_REFUND_PENDING
+    )
+    def approve_refund(self):
+        self._entered_state()
+
+    @transition(
+        field=state, source=ItemState.PAYMENT_REFUND_AWAITING_APPROVAL, target=RETURN_VALUE(*REFUNDABLE_STATES)
+    )
+    def reject_refund(self, back_to: str):
+        """`back_to` is the state the item had before `request_approval` (its audit row says)."""
+        self._entered_state()
+        return back_to
+
     @property
     def state_label(self) -> str:
         return ItemState(self.state).label
 
 
 class RefundStatus(models.TextChoices):
+    AWAITING_APPROVAL = "awaiting_approval", "awaiting approval (not yet sent to Stripe)"
+    REJECTED = "rejected", "rejected (never sent to Stripe)"
     QUEUED = "queued", "queued (not yet sent to Stripe)"
     PENDING = "pending", "pending at Stripe"
     REQUIRES_ACTION = "requires_action", "requires action"
@@ -130,7 +156,9 @@ class RefundStatus(models.TextChoices):
 
 
 # Refunds whose money is gone or on its way: they count against what may still be refunded.
+# A refund awaiting approval counts too (approving it must not over-refund); a rejected one not.
 LIVE_REFUND_STATUSES = (
+    RefundStatus.AWAITING_APPROVAL,
     RefundStatus.QUEUED,
     RefundStatus.PENDING,
     RefundStatus.REQUIRES_ACTION,
@@ -174,6 +202,15 @@ class Refund(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    # Dual control (DESIGN.md §9): the second user who approved, or rejected, the refund.
+    approved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    rejected_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    decided_at = models.DateTimeField(null=True, blank=True, help_text="When it was approved or rejected.")
+    decision_note = models.TextField(blank=True, help_text="The approver's or rejecter's note.")
     submit_attempts = models.PositiveIntegerField(default=0)
     last_submitted_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)
@@ -193,6 +230,7 @@ class Refund(models.Model):
         constraints = [
             models.CheckConstraint(condition=Q(amount__gt=0), name="refund_amount_positive"),
         ]
+        permissions = [("approve_refund", "Can approve or reject refunds awaiting approval")]
 
     def __str__(self):
         return self.stripe_refund_id or f"refund #{self.pk}"
@@ -239,3 +277,69 @@ class StripeEvent(models.Model):
 
     def __str__(self):
         return f"{self.stripe_event_id} ({self.type})"
+
+
+class AttentionKind(models.TextChoices):
+    """What a person must look at (DESIGN.md §9). The label is the case's name in the Back
+    Office and in alerts."""
+
+    REFUND_FAILED = "refund_failed", "refund failed"
+    LATE_DECLINE = "late_decline", "late decline"
+    POSSIBLE_DOUBLE_REFUND = "possible_double_refund", "possible double refund"
+    STUCK_PENDING = "stuck_pending", "stuck pending"
+    EVENT_ERROR = "event_error", "Stripe event error"
+    MISMATCHED_REFUND = "mismatched_refund", "mismatched Stripe refund"
+    AWAITING_APPROVAL = "awaiting_approval", "awaiting approval"
+
+
+class AttentionCase(models.Model):
+    """A case on the "Needs attention" page, opened where it happens (services.attention).
+
+    `key` makes each case happen once: the same happening (a duplicate Stripe delivery, a second
+    reconciliation run, two workers at once) hits the unique key instead of opening a second case.
+    Alerts are an outbox like refunds: `alert_sent_at` stays empty until every configured channel
+    took the alert, and reconciliation sends what a lost task did not.
+    """
+
+    kind = models.CharField(max_length=32, choices=AttentionKind.choices, db_index=True)
+    key = models.CharField(max_length=255, unique=True, help_text="What makes this case one happening.")
+    refund = models.ForeignKey(Refund, null=True, blank=True, on_delete=models.SET_NULL, related_name="attention_cases")
+    order = models.ForeignKey(Order, null=True, blank=True, on_delete=models.SET_NULL, related_name="attention_cases")
+    event = models.ForeignKey(
+        StripeEvent, null=True, blank=True, on_delete=models.SET_NULL, related_name="attention_cases"
+    )
+    detail = models.TextField(blank=True)
+    opened_at = models.DateTimeField(default=timezone.now, db_index=True)
+    resolved_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    resolved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    resolution_note = models.TextField(blank=True)
+    # The alert's outbox.
+    alert_email_sent_at = models.DateTimeField(null=True, blank=True)
+    alert_webhook_sent_at = models.DateTimeField(null=True, blank=True)
+    alert_sent_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    alert_attempts = models.PositiveIntegerField(default=0)
+    alert_last_attempt_at = models.DateTimeField(null=True, blank=True)
+    alert_error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-opened_at", "-pk"]
+        permissions = [("resolve_attentioncase", "Can resolve needs-attention cases")]
+
+    def __str__(self):
+        return f"{self.get_kind_display()} #{self.pk}"
+
+    @property
+    def is_open(self) -> bool:
+        return self.resolved_at is None
+
+
+class Attention(AttentionCase):
+    """The Back Office's "Needs attention" page, /admin/refunds/attention/: the admin names a
+    page after its model, so the cases are shown through this proxy."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "needs attention"
+        verbose_name_plural = "needs attention"

@@ -4,6 +4,7 @@ Exponents follow Stripe's list of zero- and three-decimal currencies:
 https://docs.stripe.com/currencies#zero-decimal
 """
 
+import re
 from decimal import Decimal
 
 ZERO_DECIMAL = {"bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf",
@@ -37,3 +38,60 @@ def format_money(amount: int, currency: str) -> str:
     sign = "-" if value < 0 else ""
     prefix = SYMBOLS.get(currency, currency.upper() + " ")
     return f"{sign}{prefix}{abs(value):,.{places}f}"
+
+
+def major_units(amount: int, currency: str) -> str:
+    """`1250, "eur"` -> `"12.50"`, `1200, "jpy"` -> `"1200"`, `1234, "kwd"` -> `"1.234"`: exact,
+    no symbol, no grouping (what a finance export or an amount field holds)."""
+    places = exponent(currency)
+    return f"{Decimal(amount).scaleb(-places):.{places}f}"
+
+
+class AmountParseError(ValueError):
+    """A typed amount that is not an amount of the currency; the message says how to write it."""
+
+
+# Digits with optional comma thousands separators (groups of three), then an optional decimal
+# point and digits. Nothing else: no sign, no exponent, no spaces inside, no decimal comma.
+_AMOUNT = re.compile(r"(?P<whole>\d{1,3}(?:,\d{3})+|\d+)(?:\.(?P<fraction>\d*))?")
+
+
+def parse_major_units(text: str, currency: str) -> int:
+    """What a Back Office user typed, in major units of `currency`, as integer minor units.
+
+    Exact (no float): `12.5` and `12.50` are 1250 for EUR; `1,200` and `1200` are 1200 for JPY.
+    Refused, with a message saying how to write it instead: more decimals than the currency has
+    (`12.505` EUR, `12.5` JPY), a decimal comma (`12,50`), signs, letters, zero.
+    """
+    code = currency.upper()
+    places = exponent(currency)
+    example = major_units(1250 * 10**places if places == 0 else 1250 * 10 ** (places - 2), currency)
+    cleaned = (text or "").strip()
+    symbol = SYMBOLS.get(currency, "").strip()
+    for prefix in filter(None, (symbol, code, currency)):
+        if cleaned.upper().startswith(prefix.upper()):
+            cleaned = cleaned[len(prefix):].strip()
+            break
+    if not cleaned:
+        raise AmountParseError(f"Enter an amount in {code}, for example {example}.")
+    match = _AMOUNT.fullmatch(cleaned)
+    if match is None:
+        if re.fullmatch(r"\d+,\d{1,2}", cleaned):
+            raise AmountParseError(
+                f"{text.strip()!s} is not an amount: write decimals with a point, for example {example}."
+            )
+        if cleaned.startswith("-"):
+            raise AmountParseError("Enter a positive amount; a refund cannot be negative.")
+        raise AmountParseError(f"{text.strip()!s} is not an amount in {code}; write it like {example}.")
+    fraction = match.group("fraction") or ""
+    if len(fraction) > places:
+        if places == 0:
+            raise AmountParseError(f"{code} has no decimal places: write whole {code}, for example {example}.")
+        raise AmountParseError(
+            f"{code} has {places} decimal places; {text.strip()!s} has {len(fraction)}. Write it like {example}."
+        )
+    value = Decimal(match.group("whole").replace(",", "") + "." + (fraction or "0"))
+    minor = int(value.scaleb(places))
+    if minor <= 0:
+        raise AmountParseError("Enter an amount above zero.")
+    return minor

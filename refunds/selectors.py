@@ -7,15 +7,17 @@ may pass a locked queryset's ids here.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from django.db.models import Max, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Count, Exists, Max, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from .conf import app_settings
 from .models import (
     LIVE_REFUND_STATUSES,
+    AttentionCase,
+    AttentionKind,
     ItemState,
     ItemTransition,
     Order,
@@ -138,7 +140,8 @@ def stale_queued_refunds(*, now: datetime | None = None) -> QuerySet[Refund]:
     cutoff = (now or timezone.now()) - app_settings.REFUND_RECONCILE_QUEUED_AFTER
     return (
         Refund.objects.filter(status=RefundStatus.QUEUED, origin=RefundOrigin.BACK_OFFICE)
-        .annotate(last_try=Coalesce("last_submitted_at", "created_at"))
+        # An approved refund counts from its approval, not from its (maybe days old) request.
+        .annotate(last_try=Coalesce("last_submitted_at", "decided_at", "created_at"))
         .filter(last_try__lt=cutoff)
         .order_by("last_try", "pk")
     )
@@ -155,3 +158,49 @@ def stale_pending_refunds(*, now: datetime | None = None) -> QuerySet[Refund]:
         .annotate(last_look=Coalesce("last_reconciled_at", "status_changed_at"))
         .order_by("last_look", "pk")
     )
+
+
+# --- Needs attention (DESIGN.md §9) ------------------------------------------------------------
+
+def _without_case(refunds: QuerySet[Refund], kind: str) -> QuerySet[Refund]:
+    return refunds.exclude(Exists(AttentionCase.objects.filter(kind=kind, refund=OuterRef("pk"))))
+
+
+def stuck_pending_refunds(*, now: datetime | None = None) -> QuerySet[Refund]:
+    """Refunds pending (or requiring action) at Stripe for longer than REFUND_ATTENTION_PENDING_DAYS,
+    with no stuck_pending case yet."""
+    cutoff = (now or timezone.now()) - timedelta(days=app_settings.REFUND_ATTENTION_PENDING_DAYS)
+    stuck = Refund.objects.filter(
+        status__in=(RefundStatus.PENDING, RefundStatus.REQUIRES_ACTION), status_changed_at__lt=cutoff
+    )
+    return _without_case(stuck, AttentionKind.STUCK_PENDING).select_related("order").order_by("status_changed_at", "pk")
+
+
+def long_awaiting_approval(*, now: datetime | None = None) -> QuerySet[Refund]:
+    """Refunds awaiting approval for longer than REFUND_ATTENTION_APPROVAL_AFTER, with no case yet."""
+    cutoff = (now or timezone.now()) - app_settings.REFUND_ATTENTION_APPROVAL_AFTER
+    waiting = Refund.objects.filter(status=RefundStatus.AWAITING_APPROVAL, created_at__lt=cutoff)
+    return (
+        _without_case(waiting, AttentionKind.AWAITING_APPROVAL)
+        .select_related("order", "created_by").order_by("created_at", "pk")
+    )
+
+
+def unsent_alerts(*, now: datetime | None = None) -> QuerySet[AttentionCase]:
+    """Cases whose alert no task delivered: never tried, or last tried a while ago."""
+    cutoff = (now or timezone.now()) - app_settings.REFUND_RECONCILE_QUEUED_AFTER
+    return (
+        AttentionCase.objects.filter(alert_sent_at__isnull=True)
+        .annotate(last_try=Coalesce("alert_last_attempt_at", "opened_at"))
+        .filter(last_try__lt=cutoff)
+        .order_by("last_try", "pk")
+    )
+
+
+def open_case_counts() -> dict[str, int]:
+    """Open cases per kind, in one query."""
+    rows = (
+        AttentionCase.objects.filter(resolved_at__isnull=True)
+        .values_list("kind").annotate(count=Count("pk")).order_by()
+    )
+    return dict(rows)

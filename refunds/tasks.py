@@ -5,8 +5,8 @@ import logging
 from celery import shared_task
 
 from . import services
-from .exceptions import StripeRetryableError
-from .models import Refund
+from .exceptions import AlertNotDelivered, StripeRetryableError
+from .models import AttentionCase, Refund
 
 logger = logging.getLogger(__name__)
 
@@ -37,3 +37,20 @@ def finalize_refunds() -> int:
 def reconcile_refunds() -> dict:
     """Celery beat: send lost refunds again, settle pending ones whose webhook never came."""
     return services.reconcile_refunds().as_dict()
+
+
+@shared_task(
+    autoretry_for=(AlertNotDelivered,),
+    retry_backoff=30,  # 30 s, 1 min, 2 min … with jitter, capped below
+    retry_backoff_max=1800,
+    retry_jitter=True,
+    max_retries=8,  # then reconcile_refunds sends the alert still unsent
+)
+def send_attention_alert(case_id: int) -> str:
+    """After a case is opened: its alert by e-mail and webhook (services.alerts), once."""
+    try:
+        case = services.deliver_alert(case_id=case_id)
+    except AttentionCase.DoesNotExist:
+        logger.error("send_attention_alert: case %s does not exist", case_id)
+        return "missing"
+    return "sent" if case.alert_sent_at else "pending"

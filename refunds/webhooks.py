@@ -144,16 +144,29 @@ def _store_unprocessable(payload: dict, error: InvalidEvent) -> Receipt:
         logger.info("stripe event %s (%s) delivered again: already stored", payload["id"], payload["type"])
         return Receipt(event=event, duplicate=True, unprocessable=event.error)
     logger.warning("stripe event %s (%s) stored unprocessed: %s", payload["id"], payload["type"], error)
-    attention.open_case(kind="event_error", detail=f"Stripe event {payload['id']} ({payload['type']}): {reason}")
+    attention.open_case(
+        kind="event_error", event=event, key=event.stripe_event_id,
+        detail=f"Stripe event {payload['id']} ({payload['type']}): {reason}",
+    )
     return Receipt(event=event, duplicate=False, unprocessable=reason)
 
 
 def _store_failed(payload: dict, error: Exception) -> None:
     logger.error("stripe event %s (%s) could not be applied", payload["id"], payload["type"], exc_info=error)
-    StripeEvent.objects.get_or_create(
+    event, _ = StripeEvent.objects.get_or_create(
         stripe_event_id=payload["id"],
         defaults={"type": payload["type"], "payload": payload, "error": _describe(error)},
     )
+    _needs_attention(event, error)
+
+
+def _needs_attention(event: StripeEvent, error: Exception) -> None:
+    """An `event_error` case, once per event however often it fails. Never raises: the error
+    being reported (the database down, say) may keep the case from being written too."""
+    try:
+        services.attention.event_failed(event=event, error=f"{error.__class__.__name__}: {error}")
+    except Exception:  # noqa: BLE001
+        logger.exception("stripe event %s: the event_error case could not be opened", event.stripe_event_id)
 
 
 def process_event(event: StripeEvent) -> None:
@@ -187,11 +200,13 @@ def _apply_keeping_outcome(event: StripeEvent) -> Exception | None:
         logger.exception("stripe event %s (%s) could not be applied", event.stripe_event_id, event.type)
         event.error = _describe(error)
         event.save(update_fields=["error"])
+        _needs_attention(event, error)
         return error
     event.refund = refund
     event.processed_at = timezone.now()
     event.error = ""
     event.save(update_fields=["refund", "processed_at", "error"])
+    services.attention.event_applied(event=event)
     return None
 
 

@@ -12,6 +12,8 @@ import environ
 from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 
+from refunds.conf import amounts_by_currency
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
@@ -161,6 +163,39 @@ STRIPE_IDEMPOTENCY_KEY_TTL = timedelta(hours=24)
 REFUND_RECONCILE_LIMIT = env.int("REFUND_RECONCILE_LIMIT", default=100)
 # Items finalized per transaction (and per row-lock batch) by finalize_refunds.
 REFUND_SETTLEMENT_BATCH_SIZE = env.int("REFUND_SETTLEMENT_BATCH_SIZE", default=1000)
+
+# --- Operations: dual control, needs attention, alerts (DESIGN.md §9) -----------------------------
+# "eur=50000,usd=50000,jpy=50000": a refund at or above its currency's amount (minor units) waits
+# for a second user's approval. Unset, or a currency not listed: no approval.
+REFUND_APPROVAL_THRESHOLDS = amounts_by_currency(env.str("REFUND_APPROVAL_THRESHOLDS", default=""))
+# A refund pending at Stripe this many days becomes a "stuck pending" case.
+REFUND_ATTENTION_PENDING_DAYS = env.int("REFUND_ATTENTION_PENDING_DAYS", default=10)
+# Who gets an e-mail for each new case (comma-separated), and an optional Slack-compatible webhook.
+REFUND_ALERT_EMAILS = env.list("REFUND_ALERT_EMAILS", default=[])
+REFUND_ALERT_WEBHOOK_URL = env.str("REFUND_ALERT_WEBHOOK_URL", default="")
+# The Back Office's address, for links in alerts ("https://oms.shop.example").
+REFUND_BACK_OFFICE_URL = env.str("REFUND_BACK_OFFICE_URL", default="")
+
+# --- E-mail (alerts) ------------------------------------------------------------------------
+# EMAIL_URL (django-environ: "smtp+tls://user:password@smtp.example.com:587") or the usual
+# EMAIL_HOST, EMAIL_PORT, EMAIL_HOST_USER, EMAIL_HOST_PASSWORD, EMAIL_USE_TLS / EMAIL_USE_SSL.
+# Without either, mail goes to the console in development and to localhost:25 in production.
+if env.str("EMAIL_URL", default=""):
+    vars().update(env.email_url("EMAIL_URL"))
+else:
+    EMAIL_BACKEND = env.str(
+        "EMAIL_BACKEND",
+        default="django.core.mail.backends.console.EmailBackend" if DEBUG else "django.core.mail.backends.smtp.EmailBackend",
+    )
+    EMAIL_HOST = env.str("EMAIL_HOST", default="localhost")
+    EMAIL_PORT = env.int("EMAIL_PORT", default=25)
+    EMAIL_HOST_USER = env.str("EMAIL_HOST_USER", default="")
+    EMAIL_HOST_PASSWORD = env.str("EMAIL_HOST_PASSWORD", default="")
+    EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=False)
+    EMAIL_USE_SSL = env.bool("EMAIL_USE_SSL", default=False)
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=30)
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="refunds@localhost")
+SERVER_EMAIL = env.str("SERVER_EMAIL", default=DEFAULT_FROM_EMAIL)
 
 # --- Celery -------------------------------------------------------------------------------
 # Embedded default: Kombu's filesystem transport, a broker that needs no server.

@@ -143,7 +143,8 @@ def test_item_page_draws_the_process_with_the_current_state_marked(alice_client,
     current = re.findall(r'<g class="oms-node oms-node--current" data-state="([a-z_]+)" aria-current="step">', svg)
     assert current == [ItemState.PAYMENT_REFUND_PENDING]
     edges = set(re.findall(r'data-transition="(\w+)" data-source="(\w+)" data-target="(\w+)"', svg))
-    assert len(edges) == 8
+    assert len(edges) == 13  # 8, and dual control's 5 (request_approval ×2, approve_refund, reject_refund ×2)
+    assert ("reject_refund", ItemState.PAYMENT_REFUND_AWAITING_APPROVAL, ItemState.PAYMENT_REFUND_FAILED) in edges
     assert ("confirm_refund", ItemState.PAYMENT_REFUND_SUCCEEDED, ItemState.PAYMENT_REFUNDED) in edges
     assert ("refund_failed", ItemState.PAYMENT_REFUNDED, ItemState.PAYMENT_REFUND_FAILED) in edges
     assert re.findall(r"https?://", svg) == ["http://"]  # only the SVG namespace: nothing is fetched

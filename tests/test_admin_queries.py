@@ -13,7 +13,7 @@ from .factories import paid_order_with_items
 
 pytestmark = pytest.mark.django_db
 
-CHANGELISTS = ["order", "orderitem", "refund", "stripeevent", "itemtransition"]
+CHANGELISTS = ["order", "orderitem", "refund", "stripeevent", "itemtransition", "attention"]
 
 
 def add_orders(count: int, *, items_per_order: int, user, fake_stripe) -> None:
@@ -26,6 +26,7 @@ def add_orders(count: int, *, items_per_order: int, user, fake_stripe) -> None:
         refund = services.submit_refund(refund_id=refund.pk)
         payload = stripe_payloads.event("refund.updated", stripe_payloads.refund_object_for(refund, status="pending"))
         StripeEvent.objects.create(stripe_event_id=payload["id"], type=payload["type"], payload=payload, refund=refund)
+        services.open_case(kind="stuck_pending", refund=refund, detail="pending for days")
         Refund.objects.create(
             order=order, amount=100, currency="eur", origin=RefundOrigin.STRIPE_DASHBOARD,
             stripe_refund_id=f"re_dashboard{order.pk:06d}", status=RefundStatus.SUCCEEDED,

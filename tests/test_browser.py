@@ -202,3 +202,94 @@ def test_a_user_who_may_refund_logs_in_with_a_totp_code_when_required(live_serve
         log_in(page, live_server.url, "vera", PASSWORD)
         page.wait_for_selector("#result_list")
         assert page.locator('select[name="action"] option[value="refund_items"]').count() == 0
+def log_in(page, live_server, username, next_url):
+    page.context.clear_cookies()
+    page.goto(f"{live_server.url}/admin/login/?next={next_url}")
+    page.fill("#id_username", username)
+    page.fill("#id_password", PASSWORD)
+    page.click("input[type=submit]")
+
+
+def test_dual_control_and_the_needs_attention_page(live_server, fake_stripe, settings, screenshots):
+    """alice asks for a €145.90 refund, which needs approval; bob approves it; Stripe declines it;
+    the case is on the "Needs attention" page and counted on the admin index."""
+    import datetime as dt
+
+    from django.utils import timezone
+
+    from refunds.services import attention
+
+    settings.REFUND_APPROVAL_THRESHOLDS = {"eur": 10000}
+    settings.REFUND_ALERT_EMAILS = []
+    alice = UserFactory(username="alice", is_superuser=True)
+    UserFactory(username="bob", is_superuser=True)
+    order = OrderFactory(reference="DE--2044", customer_email="lena.fischer@example.com", shipping_amount=495)
+    for sku, name, amount in [("COAT-NVY-M", "Wool coat, navy, M", 12900), ("SCARF-RED", "Scarf, red", 1690)]:
+        OrderItemFactory(order=order, sku=sku, name=name, amount=amount)
+    # Another order's refund, pending at Stripe for twelve days: reconciliation's case.
+    other = OrderFactory(reference="DE--1987", customer_email="jan.weber@example.com")
+    OrderItemFactory(order=other, sku="BOOT-BRN-42", name="Boots, brown, 42", amount=8900)
+    fake_stripe.next_status = "pending"
+    (stuck,) = services.request_refund(items=other.items.all(), user=alice)
+    services.submit_refund(refund_id=stuck.pk)
+    Refund.objects.filter(pk=stuck.pk).update(status_changed_at=timezone.now() - dt.timedelta(days=12))
+    attention.open_stale_cases(limit=10)
+    fake_stripe.next_status, fake_stripe.next_failure_reason = "failed", "expired_or_canceled_card"
+    items = list(order.items.order_by("pk"))
+
+    with chromium_page() as page:
+        log_in(page, live_server, "alice", "/admin/refunds/orderitem/")
+        page.wait_for_selector("#result_list")
+        for item in items:
+            page.check(f'input.action-select[value="{item.pk}"]')
+        page.select_option('select[name="action"]', "refund_items")
+        page.click('button[name="index"]')
+        page.wait_for_selector("body.refund-confirmation")
+        assert page.locator(".oms-approval-notice").inner_text() == (
+            "Needs approval: this refund is at or above €100.00, so it waits for a second user's approval "
+            "before anything is sent to Stripe."
+        )
+        page.fill("#id_note", "Coat returned unworn, scarf missing its tag.")
+        page.screenshot(path=screenshots / "approval-request.png", full_page=True)
+        page.click('input[type=submit][value="Yes, refund"]')
+        assert page.locator("ul.messagelist li.warning").inner_text().startswith(
+            "2 items of order DE--2044 await approval: €150.85."
+        )
+
+        # alice cannot approve her own refund: the page says so before she tries.
+        page.goto(f"{live_server.url}/admin/refunds/refund/?status__exact=awaiting_approval")
+        page.check("input.action-select")
+        page.select_option('select[name="action"]', "approve_refunds")
+        page.click('button[name="index"]')
+        assert "you requested it yourself" in page.locator("tr.oms-refused").inner_text()
+
+        log_in(page, live_server, "bob", "/admin/refunds/refund/?status__exact=awaiting_approval")
+        page.wait_for_selector("#result_list")
+        page.check("input.action-select")
+        page.select_option('select[name="action"]', "approve_refunds")
+        page.click('button[name="index"]')
+        page.wait_for_selector("body.approval-confirmation")
+        page.fill("#id_note", "Return checked in the warehouse.")
+        page.screenshot(path=screenshots / "approval-confirmation.png", full_page=True)
+        page.click('input[type=submit][value="Yes, approve"]')
+        assert "approved: €150.85 is being sent to Stripe." in page.locator("ul.messagelist li.success").inner_text()
+
+        page.goto(f"{live_server.url}/admin/")
+        assert page.locator("#attention-notice").inner_text() == (
+            "Needs attention: 2 open cases (1 refund failed, 1 stuck pending)"
+        )
+        page.click("#attention-notice a")
+        page.wait_for_selector("#kind-counts")
+        rows = page.locator("#result_list tbody tr")
+        assert rows.count() == 2
+        assert "refund failed" in rows.nth(0).inner_text() and "DE--2044" in rows.nth(0).inner_text()
+        page.screenshot(path=screenshots / "attention-page.png", full_page=True)
+
+        page.goto(f"{live_server.url}/admin/refunds/order/{order.pk}/refund-amount/")
+        page.fill("#id_amount", "12.50")
+        page.fill("#id_note", "Goodwill for the late delivery.")
+        page.screenshot(path=screenshots / "amount-refund.png", full_page=True)
+
+    refund = Refund.objects.get(order=order)
+    assert (refund.created_by.username, refund.approved_by.username, refund.status) == ("alice", "bob", "failed")
+    assert fake_stripe.create_calls[-1]["amount"] == 15085

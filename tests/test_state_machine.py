@@ -1,7 +1,7 @@
 """The OMS refund process on one item: which transitions may fire from which state."""
 
 import pytest
-from django_fsm import TransitionNotAllowed
+from django_fsm import InvalidResultState, TransitionNotAllowed
 
 from refunds.models import ItemState, OrderItem
 
@@ -24,7 +24,16 @@ PROCESS = {
         ItemState.PAYMENT_REFUND_FAILED,
     ),
     "confirm_refund": ({ItemState.PAYMENT_REFUND_SUCCEEDED}, ItemState.PAYMENT_REFUNDED),
+    # Dual control (DESIGN.md §9)
+    "request_approval": (
+        {ItemState.PAYMENT_CAPTURED, ItemState.PAYMENT_REFUND_FAILED},
+        ItemState.PAYMENT_REFUND_AWAITING_APPROVAL,
+    ),
+    "approve_refund": ({ItemState.PAYMENT_REFUND_AWAITING_APPROVAL}, ItemState.PAYMENT_REFUND_PENDING),
+    "reject_refund": ({ItemState.PAYMENT_REFUND_AWAITING_APPROVAL}, ItemState.PAYMENT_REFUND_FAILED),
 }
+# reject_refund returns the item where it was before the request; the test sends it to "failed".
+ARGUMENTS = {"reject_refund": {"back_to": ItemState.PAYMENT_REFUND_FAILED}}
 CASES = [(name, state) for name in PROCESS for state in ItemState]
 
 
@@ -41,12 +50,12 @@ def test_transition_fires_from_its_sources_and_is_refused_from_every_other_state
     before = item.state_changed_at
 
     if state in sources:
-        getattr(item, transition)()
+        getattr(item, transition)(**ARGUMENTS.get(transition, {}))
         assert item.state == target
         assert item.state_changed_at > before
     else:
         with pytest.raises(TransitionNotAllowed):
-            getattr(item, transition)()
+            getattr(item, transition)(**ARGUMENTS.get(transition, {}))
         assert item.state == state
         assert item.state_changed_at == before
 
@@ -77,4 +86,22 @@ def test_labels_are_the_oms_names():
         "payment refund succeeded",
         "payment refund failed",
         "payment refunded",
+        "payment refund awaiting approval",
     ]
+
+
+@pytest.mark.parametrize("before", [ItemState.PAYMENT_CAPTURED, ItemState.PAYMENT_REFUND_FAILED])
+def test_a_rejection_returns_the_item_where_it_was(before):
+    item = item_in(before)
+    item.request_approval()
+
+    item.reject_refund(back_to=before)
+
+    assert item.state == before
+
+
+def test_a_rejection_cannot_send_an_item_anywhere_else():
+    item = item_in(ItemState.PAYMENT_REFUND_AWAITING_APPROVAL)
+
+    with pytest.raises(InvalidResultState):
+        item.reject_refund(back_to=ItemState.PAYMENT_REFUNDED)

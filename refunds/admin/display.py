@@ -101,3 +101,14 @@ def admin_link(obj, text=None):
     opts = obj._meta
     url = reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[obj.pk])
     return format_html('<a href="{}">{}</a>', url, text if text is not None else obj)
+
+
+def approval(refund) -> str:
+    """Dual control on a refund's page: who approved or rejected it, or that it waits."""
+    if refund.approved_by_id:
+        return f"approved by {refund.approved_by.get_username()}"
+    if refund.rejected_by_id:
+        return f"rejected by {refund.rejected_by.get_username()}"
+    if refund.status == RefundStatus.AWAITING_APPROVAL:
+        return "awaiting approval by a second user"
+    return "—"

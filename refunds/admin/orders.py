@@ -15,6 +15,7 @@ from .. import selectors
 from ..models import ItemState, Order, OrderItem, Refund, RefundOrigin
 from ..services import captured_amount
 from . import display
+from .amount_refund import AmountRefundView
 from .base import ReadOnlyAdmin, ReadOnlyInline, get_object_or_404, has_refund_permission, object_pk
 from .refund_flow import refund_with_confirmation
 
@@ -89,7 +90,7 @@ class RefundInline(ReadOnlyInline):
 
 
 @admin.register(Order)
-class OrderAdmin(ReadOnlyAdmin):
+class OrderAdmin(AmountRefundView, ReadOnlyAdmin):
     list_display = ["reference", "customer_email", "total_display", "currency_display", "item_states", "created_at"]
     list_filter = [ItemStateFilter, "currency", "created_at"]
     search_fields = [

@@ -1,4 +1,4 @@
-"""The refund process as a picture, as Spryker's Back Office draws its OMS process: the five
+"""The refund process as a picture, as Spryker's Back Office draws its OMS process: the six
 states, the transitions between them (read from the model's FSM, so the picture cannot drift
 from the code), the item's current state marked. Rendered as inline SVG by a template, so it
 needs no network and no JavaScript."""
@@ -19,14 +19,18 @@ def _column_x(column: int) -> int:
     return MARGIN + column * (BOX_W + GAP)
 
 
-# The happy path left to right, the failure state below, between "pending" and "succeeded".
+# The happy path left to right, the failure state below, between "pending" and "succeeded";
+# dual control's "awaiting approval" below "captured", on the failure state's row.
 POSITIONS = {
+    ItemState.PAYMENT_REFUND_AWAITING_APPROVAL: (_column_x(0), BOTTOM),
     ItemState.PAYMENT_CAPTURED: (_column_x(0), TOP),
     ItemState.PAYMENT_REFUND_PENDING: (_column_x(1), TOP),
     ItemState.PAYMENT_REFUND_SUCCEEDED: (_column_x(2), TOP),
     ItemState.PAYMENT_REFUNDED: (_column_x(3), TOP),
     ItemState.PAYMENT_REFUND_FAILED: ((_column_x(1) + _column_x(2)) // 2, BOTTOM),
 }
+# A label longer than a box's width gets a wider box.
+WIDTHS = {ItemState.PAYMENT_REFUND_AWAITING_APPROVAL: 250}
 
 
 @dataclass(frozen=True)
@@ -115,7 +119,33 @@ def _routes() -> dict[tuple[str, str], tuple[str, int, int, str]]:
         f"M{down_x},{top_bottom} L{down_x},{row_y} L{failed[0] + BOX_W},{row_y}",
         (down_x + failed[0] + BOX_W) // 2, row_y - 8, "middle",
     )
+    _approval_routes(routes, captured, pending, failed, top_bottom)
     return routes
+
+
+def _approval_routes(routes, captured, pending, failed, top_bottom) -> None:
+    """Dual control: down from "captured" and across from "failed" to "awaiting approval", up
+    to "pending" when approved, and back where the item came from when rejected."""
+    s = ItemState
+    awaiting = POSITIONS[s.PAYMENT_REFUND_AWAITING_APPROVAL]
+    awaiting_w = WIDTHS[s.PAYMENT_REFUND_AWAITING_APPROVAL]
+    down_x, up_x = captured[0] + 30, captured[0] + 140
+    middle_y = (top_bottom + BOTTOM) // 2
+    routes[(s.PAYMENT_CAPTURED, s.PAYMENT_REFUND_AWAITING_APPROVAL)] = (
+        _line(down_x, top_bottom, down_x, BOTTOM), down_x + 6, middle_y - 22, "start")
+    routes[(s.PAYMENT_REFUND_AWAITING_APPROVAL, s.PAYMENT_CAPTURED)] = (
+        _line(up_x, BOTTOM, up_x, top_bottom), up_x + 6, middle_y + 30, "start")
+    start = (awaiting[0] + awaiting_w - 30, BOTTOM)
+    end = (pending[0] + 24, top_bottom)
+    label_x, label_y = _at(*start, *end, 0.3)
+    routes[(s.PAYMENT_REFUND_AWAITING_APPROVAL, s.PAYMENT_REFUND_PENDING)] = (
+        _line(*start, *end), label_x + 8, label_y + 12, "start")
+    left, right = awaiting[0] + awaiting_w, failed[0]
+    upper, lower = BOTTOM + 12, BOTTOM + BOX_H - 12
+    routes[(s.PAYMENT_REFUND_FAILED, s.PAYMENT_REFUND_AWAITING_APPROVAL)] = (
+        _line(right, upper, left, upper), (left + right) // 2, upper - 6, "middle")
+    routes[(s.PAYMENT_REFUND_AWAITING_APPROVAL, s.PAYMENT_REFUND_FAILED)] = (
+        _line(left, lower, right, lower), (left + right) // 2, lower + 16, "middle")
 
 
 ROUTES = _routes()
@@ -131,21 +161,26 @@ def diagram(current_state: str) -> dict:
     nodes = {}
     for index, (state, label) in enumerate(ItemState.choices):
         x, y = POSITIONS.get(state, (_column_x(index % 4), BOTTOM + BOX_H + 40))
-        nodes[state] = Node(state=state, label=label, x=x, y=y, current=state == current_state)
+        nodes[state] = Node(
+            state=state, label=label, x=x, y=y, current=state == current_state, w=WIDTHS.get(state, BOX_W),
+        )
 
     field = OrderItem._meta.get_field("state")
     edges = []
     for transition in sorted(field.get_all_transitions(OrderItem), key=lambda t: (t.name, t.source)):
-        if transition.source not in nodes or transition.target not in nodes:
-            continue  # "*" / "+" sources are not used by this process
-        d, label_x, label_y, anchor = ROUTES.get(
-            (transition.source, transition.target),
-            _fallback_route(nodes[transition.source], nodes[transition.target]),
-        )
-        edges.append(Edge(
-            name=transition.name, source=transition.source, target=transition.target, d=d,
-            label_x=label_x, label_y=label_y, anchor=anchor, available=transition.source == current_state,
-        ))
+        # A target decided at run time (reject_refund: back where the item was) is one edge
+        # per state it may return.
+        targets = getattr(transition.target, "allowed_states", None) or [transition.target]
+        for target in targets:
+            if transition.source not in nodes or target not in nodes:
+                continue  # "*" / "+" sources are not used by this process
+            d, label_x, label_y, anchor = ROUTES.get(
+                (transition.source, target), _fallback_route(nodes[transition.source], nodes[target]),
+            )
+            edges.append(Edge(
+                name=transition.name, source=transition.source, target=target, d=d,
+                label_x=label_x, label_y=label_y, anchor=anchor, available=transition.source == current_state,
+            ))
     current = nodes.get(current_state)
     return {
         "width": WIDTH,

@@ -4,6 +4,7 @@ asked, the Stripe Dashboard link, the events received), and "Check status with S
 from __future__ import annotations
 
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.core.exceptions import PermissionDenied
 from django.http import HttpResponseNotAllowed, HttpResponseRedirect
 from django.urls import path, reverse
@@ -14,7 +15,9 @@ from ..services import Actor
 from ..exceptions import StripeGatewayError
 from ..models import Refund, StripeEvent
 from . import display
+from .approvals import ApprovalActions
 from .base import ReadOnlyAdmin, ReadOnlyInline, TransitionLogInline, get_object_or_404, has_refund_permission
+from .export import ExportActions
 
 
 class StripeEventInline(ReadOnlyInline):
@@ -45,7 +48,7 @@ class RefundTransitionInline(TransitionLogInline):
 
 
 @admin.register(Refund)
-class RefundAdmin(ReadOnlyAdmin):
+class RefundAdmin(ApprovalActions, ExportActions, ReadOnlyAdmin):
     list_display = [
         "__str__", "order_link", "amount_display", "status_display", "failure_display", "origin_display",
         "created_by", "created_at",
@@ -56,7 +59,7 @@ class RefundAdmin(ReadOnlyAdmin):
         "idempotency_key",
     ]
     list_select_related = ["order", "created_by"]
-    actions = ["check_status_with_stripe"]
+    actions = ["check_status_with_stripe", "approve_refunds", "reject_refunds", "export_refunds_csv"]
     inlines = [StripeEventInline, RefundTransitionInline]
     fieldsets = [
         (None, {"fields": [
@@ -64,6 +67,7 @@ class RefundAdmin(ReadOnlyAdmin):
             "failure_display", "origin_display", "warning_display",
         ]}),
         ("Request", {"fields": ["reason", "note", "created_by", "created_at"]}),
+        ("Approval", {"fields": ["approval_display", "decided_at", "decision_note"]}),
         ("Stripe", {"fields": [
             "stripe_link", "idempotency_key", "submit_attempts", "last_submitted_at", "last_error",
             "status_changed_at",
@@ -98,6 +102,10 @@ class RefundAdmin(ReadOnlyAdmin):
     @admin.display(description="needs attention")
     def warning_display(self, refund):
         return display.warning(refund.warning)
+
+    @admin.display(description="approved or rejected by")
+    def approval_display(self, refund):
+        return display.approval(refund)
 
     @admin.display(description="Stripe refund")
     def stripe_link(self, refund):
@@ -163,5 +171,10 @@ class RefundAdmin(ReadOnlyAdmin):
         return HttpResponseRedirect(reverse("admin:refunds_refund_change", args=[refund.pk]))
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
-        extra_context = {**(extra_context or {}), "can_check_status": self.has_refund_permission(request)}
+        extra_context = {
+            **(extra_context or {}),
+            "can_check_status": self.has_refund_permission(request),
+            "can_approve": self.has_approve_permission(request),
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+        }
         return super().change_view(request, object_id, form_url, extra_context)

@@ -18,7 +18,7 @@ from django.utils.translation import ngettext
 
 from .. import services
 from ..exceptions import RefundError
-from ..models import RefundReason
+from ..models import RefundReason, RefundStatus
 from ..services import RefundPlan, preview_refunds
 
 
@@ -142,8 +142,13 @@ def submit(modeladmin, request, plans: list[RefundPlan], *, reason: str, note: s
         # The objects' History pages (django.contrib.admin's LogEntry), as Django's own add and
         # change do: the refund was added, its order changed.
         requested = request_summary(count=count, amount=refund.amount_display, reason=reason)
+        if refund.status == RefundStatus.AWAITING_APPROVAL:
+            requested += " (awaiting approval)"
         modeladmin.log_addition(request, refund, f"Refund requested: {requested}")
         modeladmin.log_change(request, orders[refund.order_id], f"Refund #{refund.pk} requested: {requested}")
+        if refund.status == RefundStatus.AWAITING_APPROVAL:
+            modeladmin.message_user(request, awaiting_approval_message(refund, count), messages.WARNING)
+            continue
         text = ngettext(
             "%(count)d item of order %(order)s queued for refund: %(amount)s",
             "%(count)d items of order %(order)s queued for refund: %(amount)s",
@@ -153,6 +158,16 @@ def submit(modeladmin, request, plans: list[RefundPlan], *, reason: str, note: s
             # Made and committed; only its task could not be enqueued (services/outbox.py).
             text += f" ({services.QUEUE_UNREACHABLE})"
         modeladmin.message_user(request, text, messages.SUCCESS)
+
+
+def awaiting_approval_message(refund, count: int) -> str:
+    return ngettext(
+        "%(count)d item of order %(order)s awaits approval: %(amount)s. Another user with the approve "
+        "permission must approve it before it is sent to Stripe.",
+        "%(count)d items of order %(order)s await approval: %(amount)s. Another user with the approve "
+        "permission must approve it before it is sent to Stripe.",
+        count,
+    ) % {"count": count, "order": refund.order.reference, "amount": refund.amount_display}
 
 
 def request_summary(*, count: int, amount: str, reason: str) -> str:

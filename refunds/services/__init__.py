@@ -9,7 +9,11 @@ nothing else writes refunds or moves items.
     settlement       succeeded items past the settlement period become payment refunded
     reconciliation   lost submissions sent again, silent pending refunds fetched
     outbox           the submit task enqueued after commit; a broker error is not a failed refund
-    attention        cases a person must look at (a hook until the attention queue lands)
+    approvals        dual control: thresholds, approve and reject
+    amount_refunds   refunds of an amount tied to no item (goodwill, shipping only)
+    attention        the needs-attention cases, opened where they happen, and resolved
+    alerts           a new case by e-mail and webhook, once (an outbox)
+    export           the finance export: refunds as CSV, streamed
 
 One lock order, on every path that locks refunds, orders or items: the refund row, then the
 order, then the order's items (by primary key), each `select_for_update(no_key=True)` —
@@ -21,8 +25,13 @@ A path that needs no refund lock starts further down (request_refund: order, ite
 confirm_refund_now and settlement: items only, with `of=("self",)` so a join locks no order).
 """
 
+from .alerts import deliver_alert, send_unsent_alerts
+from .amount_refunds import request_amount_refund
+from .approvals import approval_threshold, approve_refund, needs_approval, reject_refund
+from .attention import open_case, resolve_case
 from .audit import Actor, transition_items
 from .outbox import QUEUE_UNREACHABLE, submit_after_commit
+from .export import EXPORT_COLUMNS, csv_lines, export_rows, refunds_created_between
 from .planning import RefundPlan, captured_amount, plan_refunds
 from .reconciliation import ReconcileReport, Repair, reconcile_refunds
 from .refund_requests import confirm_refund_now, preview_refunds, request_refund
@@ -37,7 +46,20 @@ __all__ = [
     "RefundPlan",
     "Repair",
     "StripeView",
+    "EXPORT_COLUMNS",
     "apply_refund_status",
+    "approval_threshold",
+    "approve_refund",
+    "deliver_alert",
+    "csv_lines",
+    "export_rows",
+    "refunds_created_between",
+    "needs_approval",
+    "open_case",
+    "reject_refund",
+    "request_amount_refund",
+    "resolve_case",
+    "send_unsent_alerts",
     "captured_amount",
     "confirm_refund_now",
     "finalize_due_refunds",

@@ -66,17 +66,19 @@ def run_transition(
     *,
     refund: Refund | None = None,
     refund_of: Mapping[int, Refund | None] | None = None,
+    arguments: Mapping[str, object] | None = None,
 ) -> list[Fired]:
     """Fire `transition` on every item in memory (django-fsm checks each source state).
 
     `refund_of` (item id → refund) names each item's refund when the items belong to
     different refunds, as in the settlement job; otherwise every row gets `refund`.
+    `arguments` are passed to every item's transition method (`reject_refund(back_to=…)`).
     """
     at = timezone.now()
     fired = []
     for item in items:
         source = item.state
-        getattr(item, transition)()
+        getattr(item, transition)(**(arguments or {}))
         item.state_changed_at = at  # one batch, one moment: lets the write be a single UPDATE
         fired.append(Fired(item, source, refund if refund_of is None else refund_of.get(item.pk)))
     return fired
@@ -89,12 +91,14 @@ def transition_items(
     by: Actor,
     refund: Refund | None = None,
     refund_of: Mapping[int, Refund | None] | None = None,
+    arguments: Mapping[str, object] | None = None,
 ) -> list[OrderItem]:
-    """Fire `transition` on every item and write the items and their audit rows in bulk."""
+    """Fire `transition` on every item and write the items and their audit rows in bulk.
+    Every item must reach the same target state (one UPDATE writes them)."""
     items = list(items)
     if not items:
         return items
-    fired = run_transition(items, transition, refund=refund, refund_of=refund_of)
+    fired = run_transition(items, transition, refund=refund, refund_of=refund_of, arguments=arguments)
     # A transition has one target state and the batch one timestamp, so a plain UPDATE writes
     # them all; bulk_update's CASE per row is several times slower.
     at = items[0].state_changed_at

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from ..models import REFUNDABLE_STATES, UNREFUNDABLE_AGAIN_STATES, Order, OrderItem
 from ..money import format_money, is_known_currency
 from ..selectors import LiveRefunds
+from .approvals import approval_threshold
 
 
 @dataclass
@@ -36,6 +37,8 @@ class RefundPlan:
     # its order): shown apart, never added to `committed`, so it neither blocks nor allows a refund.
     other_currencies: dict[str, int] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)  # order-level reasons nothing can be refunded
+    approval_threshold: int | None = None  # dual control: from this amount a second user approves
+    shipping_due: bool = False  # it leaves no item unrefunded, and no live refund carries shipping
 
     @property
     def items_amount(self) -> int:
@@ -52,6 +55,16 @@ class RefundPlan:
     @property
     def can_refund(self) -> bool:
         return bool(self.items) and not self.problems
+
+    @property
+    def needs_approval(self) -> bool:
+        return self.approval_threshold is not None and self.amount >= self.approval_threshold
+
+    @property
+    def shipping_reduced(self) -> bool:
+        """Shipping goes with this refund, but less than the order's: other refunds (an amount
+        refund, a Stripe Dashboard one) left less than items plus shipping of the captured amount."""
+        return self.shipping_due and self.shipping_amount < self.order.shipping_amount
 
     def money(self, amount: int) -> str:
         return format_money(amount, self.order.currency)
@@ -87,6 +100,7 @@ def plan_refunds(
             captured=captured_amount(order, order_items),
             committed=live.committed(order),
             other_currencies=live.other_currencies(order),
+            approval_threshold=approval_threshold(order.currency),
         )
         for item in selected:
             reason = _why_not_refundable(item, live.refund_of_item.get(item.pk))
@@ -102,7 +116,10 @@ def plan_refunds(
             item.state in UNREFUNDABLE_AGAIN_STATES for item in order_items if item.pk not in refunding
         )
         if plan.items and others_done and order.pk not in live.shipping_taken:
-            plan.shipping_amount = order.shipping_amount
+            # Never beyond what was captured: an amount refund (say, a shipping-only goodwill
+            # refund) or a Stripe Dashboard refund may already have paid part of it back.
+            plan.shipping_due = True
+            plan.shipping_amount = min(order.shipping_amount, max(plan.available - plan.items_amount, 0))
 
         plan.problems = _order_problems(plan)
         plans.append(plan)
@@ -128,9 +145,16 @@ def _order_problems(plan: RefundPlan) -> list[str]:
     if plan.amount <= 0:
         return [f"The selected items of order {order.reference} add up to {plan.money(0)}; there is nothing to refund."]
     if plan.amount > plan.available:
-        return [
-            f"A refund of {plan.money(plan.amount)} for order {order.reference} would exceed what may still be "
-            f"refunded: {plan.money(plan.available)} of {plan.money(plan.captured)} captured "
-            f"({plan.money(plan.committed)} refunded or in flight)."
-        ]
+        return [over_refund_problem(order, amount=plan.amount, captured=plan.captured, committed=plan.committed)]
     return []
+
+
+def over_refund_problem(order: Order, *, amount: int, captured: int, committed: int) -> str:
+    def money(value: int) -> str:
+        return format_money(value, order.currency)
+
+    return (
+        f"A refund of {money(amount)} for order {order.reference} would exceed what may still be "
+        f"refunded: {money(max(captured - committed, 0))} of {money(captured)} captured "
+        f"({money(committed)} refunded or in flight)."
+    )

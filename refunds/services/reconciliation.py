@@ -5,6 +5,8 @@
   Stripe by metadata if an earlier attempt may have reached it.
 - A refund Stripe keeps `pending` and whose webhook never came is fetched from Stripe and the
   fetch recorded through the one Stripe-view function (`stripe_view.sync_refund_from_stripe`).
+- Needs attention: refunds pending at Stripe for days (`stuck_pending`) or left awaiting
+  approval (`awaiting_approval`) become cases, and alerts no task delivered are sent.
 
 The beat task (refunds.tasks.reconcile_refunds) and `manage.py reconcile_refunds` call this; it
 is safe to run twice at once.
@@ -22,6 +24,7 @@ from .. import selectors
 from ..conf import app_settings
 from ..exceptions import StripeGatewayError
 from ..models import Refund
+from . import alerts, attention
 from .audit import Actor
 from .stripe_view import sync_refund_from_stripe
 from .submission import submit_refund
@@ -45,6 +48,9 @@ class Repair:
 class ReconcileReport:
     resubmitted: list[Repair] = field(default_factory=list)
     synced: list[Repair] = field(default_factory=list)
+    cases_opened: int = 0  # needs-attention cases (stuck_pending, awaiting_approval)
+    alerts_sent: int = 0  # alerts a lost or exhausted task had not delivered
+    alerts_failed: int = 0
 
     @property
     def errors(self) -> list[Repair]:
@@ -91,6 +97,8 @@ def reconcile_refunds(
         report.synced.append(repair)
         _attempt(repair, lambda: sync_refund_from_stripe(refund_id=refund_id, by=actor), on_each)
 
+    _needs_attention(report, limit)
+
     for repair in report.repaired:
         logger.info("reconcile_refunds: refund %s repaired: %s → %s", repair.refund_id, repair.before, repair.after)
     logger.info(
@@ -99,6 +107,21 @@ def reconcile_refunds(
         len(report.resubmitted), len(report.synced), len(report.repaired), len(report.errors),
     )
     return report
+
+
+def _needs_attention(report: ReconcileReport, limit: int) -> None:
+    # After the repairs, so a refund the sync just settled is not reported stuck. A failure
+    # here is logged; the refunds above are repaired whatever happens to the alerts.
+    try:
+        report.cases_opened = attention.open_stale_cases(limit=limit)
+        report.alerts_sent, report.alerts_failed = alerts.send_unsent_alerts(limit=limit)
+    except Exception:  # noqa: BLE001
+        logger.exception("reconcile_refunds: needs-attention cases or alerts failed")
+    if report.cases_opened or report.alerts_sent or report.alerts_failed:
+        logger.info(
+            "reconcile_refunds: %d needs-attention case(s) opened, %d alert(s) sent, %d alert(s) still failing",
+            report.cases_opened, report.alerts_sent, report.alerts_failed,
+        )
 
 
 def _attempt(repair: Repair, call: Callable[[], Refund], on_each: Callable[[Repair], None] | None) -> None:

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+
 from django.db import transaction
 
 from .. import selectors
 from ..exceptions import NothingToRefund, OrderNotRefundable, RefundError
-from ..models import ItemState, Order, OrderItem, Refund, RefundReason
+from ..models import ItemState, Order, OrderItem, Refund, RefundReason, RefundStatus
+from .approvals import hold_or_queue
 from .audit import Actor, transition_items
 from .outbox import submit_after_commit
 from .planning import RefundPlan, plan_refunds
@@ -23,7 +25,8 @@ logger = logging.getLogger(__name__)
 def request_refund(
     *, items: Iterable[OrderItem | int], user, reason: str = "", note: str = ""
 ) -> list[Refund]:
-    """Refund the given items: one `Refund` per order, queued for Stripe once committed.
+    """Refund the given items: one `Refund` per order, queued for Stripe once committed, or held
+    for a second user's approval at or above its currency's threshold (`services.approvals`).
 
     Everything is checked with the orders and their items locked; a request that cannot be
     honoured in full raises a `RefundError` and writes nothing.
@@ -55,13 +58,14 @@ def request_refund(
         if problems:
             raise OrderNotRefundable(" ".join(problems))
 
-        refunds = []
+        refunds, queued = [], []
         for plan in plans:
             refund = Refund.objects.create(
                 order=plan.order,
                 amount=plan.amount,
                 shipping_amount=plan.shipping_amount,
                 currency=plan.order.currency,
+                status=RefundStatus.AWAITING_APPROVAL if plan.needs_approval else RefundStatus.QUEUED,
                 reason=reason,
                 note=note,
                 created_by=actor.user,
@@ -69,15 +73,16 @@ def request_refund(
             Refund.items.through.objects.bulk_create(
                 [Refund.items.through(refund=refund, orderitem=item) for item in plan.items], batch_size=500
             )
-            transition_items(plan.items, "start_refund", by=actor, refund=refund)
+            if hold_or_queue(refund=refund, items=plan.items, by=actor):
+                queued.append(refund)
             refunds.append(refund)
             logger.info(
-                "refund %s queued: %d item(s) of order %s, %s",
-                refund.pk, len(plan.items), plan.order.reference, plan.money(plan.amount),
+                "refund %s %s: %d item(s) of order %s, %s",
+                refund.pk, refund.status, len(plan.items), plan.order.reference, plan.money(plan.amount),
             )
         # The outbox: the refund rows commit first, then their tasks are enqueued; if the
         # broker is down, reconcile_refunds sends the still-queued refunds later.
-        submit_after_commit(refunds)
+        submit_after_commit(queued)
     return refunds
 
 

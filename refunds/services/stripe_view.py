@@ -148,6 +148,8 @@ def sync_refund_from_stripe(*, refund_id: int, by: Actor) -> Refund:
     """
     with transaction.atomic():
         refund = Refund.objects.select_for_update(no_key=True, of=("self",)).select_related("order").get(pk=refund_id)
+        if refund.status in (RefundStatus.AWAITING_APPROVAL, RefundStatus.REJECTED):
+            return refund  # never sent (dual control): whatever Stripe has is not this refund
         if refund.stripe_refund_id:
             answer = gateway.retrieve_refund(refund.stripe_refund_id)
         else:
@@ -192,7 +194,8 @@ def apply_refund_status(*, refund: Refund, status: str, by: Actor, failure_reaso
             # A Dashboard refund has no items to lock; its status changes what request_refund may
             # still refund, which it reads under the order's lock.
             Order.objects.select_for_update(no_key=True).filter(pk=refund.order_id).get()
-        newly_succeeded = status == RefundStatus.SUCCEEDED and refund.status != RefundStatus.SUCCEEDED
+        previous = refund.status
+        newly_succeeded = status == RefundStatus.SUCCEEDED and previous != RefundStatus.SUCCEEDED
         if refund.status != status:
             refund.status = status
             refund.status_changed_at = timezone.now()
@@ -202,6 +205,7 @@ def apply_refund_status(*, refund: Refund, status: str, by: Actor, failure_reaso
         transition = STATUS_TRANSITIONS[status]
         if refund.origin != RefundOrigin.BACK_OFFICE:
             refund.save(update_fields=STRIPE_VIEW_FIELDS)
+            attention.refund_status_recorded(refund=refund, previous=previous, items=[])
             return []
         # The items' row locks serialize this with request_refund, which locks every item of
         # the order before it reads the order's refunds.
@@ -214,6 +218,9 @@ def apply_refund_status(*, refund: Refund, status: str, by: Actor, failure_reaso
         if newly_succeeded:
             _check_superseded_success(refund, items)
         refund.save(update_fields=STRIPE_VIEW_FIELDS)
+        # Before the items move: a late decline is told by the state they were in; a success of
+        # a superseded refund opens its possible_double_refund case there too.
+        attention.refund_status_recorded(refund=refund, previous=previous, items=items)
         if transition is None:
             return []
         movable = [
@@ -226,7 +233,8 @@ def apply_refund_status(*, refund: Refund, status: str, by: Actor, failure_reaso
 def _check_superseded_success(refund: Refund, items: list[OrderItem]) -> None:
     """Stripe says `refund` succeeded, but a newer refund already covers some of its items
     (the refund failed, its items were refunded again, then Stripe changed its mind): the
-    customer may have been refunded twice. Nothing moves; the refund says so and a person is told."""
+    customer may have been refunded twice. Nothing moves; the refund says so, and
+    `attention.refund_status_recorded` opens the possible_double_refund case."""
     newer_ids = {item.latest_refund_id for item in items if item.latest_refund_id not in (None, refund.pk)}
     if not newer_ids:
         return
@@ -242,7 +250,6 @@ def _check_superseded_success(refund: Refund, items: list[OrderItem]) -> None:
         "the customer may have been refunded twice. Check both refunds in the Stripe Dashboard."
     )
     _warn(refund, detail)
-    attention.open_case(kind="possible_double_refund", refund=refund, detail=detail)
 
 
 def _warn(refund: Refund, text: str) -> None:
@@ -288,6 +295,9 @@ def _locked_refund_for(stripe_refund: StripeRefund) -> tuple[Refund | None, str]
             f"it carries this refund's metadata and idempotency key, but this refund is Stripe refund "
             f"{refund.stripe_refund_id}: a second Stripe refund"
         )
+    if refund.status in (RefundStatus.AWAITING_APPROVAL, RefundStatus.REJECTED):
+        # Dual control: such a refund was never sent, so no Stripe refund can be it.
+        return refund, f"this refund is {refund.get_status_display()} and was never sent to Stripe"
     return refund, _disagreement(refund, stripe_refund)
 
 
@@ -331,7 +341,8 @@ def _report_mismatch(refund: Refund | None, stripe_refund: StripeRefund, problem
     if refund is not None:
         _warn(refund, detail)
         refund.save(update_fields=["warning"])
-    attention.open_case(kind="mismatched_refund", refund=refund, detail=detail)
+    # One case per Stripe refund, however often Stripe tells us about it.
+    attention.open_case(kind="mismatched_refund", refund=refund, detail=detail, key=stripe_refund.id)
 
 
 def _record_dashboard_refund(stripe_refund: StripeRefund, *, by: Actor) -> Refund | None:
@@ -375,7 +386,7 @@ def _record_dashboard_refund(stripe_refund: StripeRefund, *, by: Actor) -> Refun
         return Refund.objects.select_for_update(no_key=True).get(stripe_refund_id=stripe_refund.id)
     if currency != order.currency.lower():
         attention.open_case(
-            kind="mismatched_refund", refund=refund, order=order,
+            kind="mismatched_refund", refund=refund, order=order, key=stripe_refund.id,
             detail=f"Stripe refund {stripe_refund.id} on order {order.reference}'s PaymentIntent is in "
                    f"{currency.upper()}, not the order's {order.currency.upper()}; recorded apart, never summed.",
         )

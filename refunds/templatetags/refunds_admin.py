@@ -38,3 +38,22 @@ def duration(value):
     from ..management.console import duration_text
 
     return duration_text(value) if value else ""
+@register.inclusion_tag("admin/refunds/includes/attention_notice.html", takes_context=True)
+def attention_notice(context):
+    """The number of open needs-attention cases, per kind, for users who may see them."""
+    from django.urls import reverse
+
+    from .. import selectors
+    from ..models import AttentionKind
+
+    request = context.get("request")
+    user = getattr(request, "user", None)
+    if user is None or not (user.has_perm("refunds.view_attentioncase") or user.has_perm("refunds.view_attention")):
+        return {"show": False}
+    counts = selectors.open_case_counts()
+    return {
+        "show": True,
+        "total": sum(counts.values()),
+        "kinds": [{"label": label, "count": counts[kind]} for kind, label in AttentionKind.choices if counts.get(kind)],
+        "url": reverse("admin:refunds_attention_changelist"),
+    }

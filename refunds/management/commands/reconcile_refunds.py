@@ -46,6 +46,11 @@ class Command(BaseCommand):
             self.stdout.write(f"  refund #{repair.refund_id}: {repair.before} → {repair.after}")
         for repair in report.errors:
             self.stdout.write(self.style.WARNING(f"  refund #{repair.refund_id}: not repaired: {repair.error}"))
+        if report.cases_opened or report.alerts_sent or report.alerts_failed:
+            self.stdout.write(
+                f"  needs attention: {report.cases_opened} case(s) opened, {report.alerts_sent} alert(s) sent, "
+                f"{report.alerts_failed} alert(s) still failing"
+            )
         counts = report.as_dict()
         self.stdout.write(self.style.SUCCESS(
             f"{counts['resubmitted']} sent again, {counts['synced']} checked with Stripe, "

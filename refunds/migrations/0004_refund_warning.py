@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('refunds', '0002_refund_last_reconciled_at'),
+        ('refunds', '0003_operations'),
     ]
 
     operations = [

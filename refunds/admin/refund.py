@@ -18,6 +18,7 @@ from . import display
 from .approvals import ApprovalActions
 from .base import ReadOnlyAdmin, ReadOnlyInline, TransitionLogInline, get_object_or_404, has_refund_permission
 from .export import ExportActions
+from .scale import ScaleAdmin
 
 
 class StripeEventInline(ReadOnlyInline):
@@ -48,7 +49,7 @@ class RefundTransitionInline(TransitionLogInline):
 
 
 @admin.register(Refund)
-class RefundAdmin(ApprovalActions, ExportActions, ReadOnlyAdmin):
+class RefundAdmin(ApprovalActions, ExportActions, ScaleAdmin, ReadOnlyAdmin):
     list_display = [
         "__str__", "order_link", "amount_display", "status_display", "failure_display", "origin_display",
         "created_by", "created_at",

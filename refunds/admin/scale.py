@@ -37,7 +37,8 @@ class EstimatedCountPaginator(Paginator):
             estimate = table_estimate(queryset.model, queryset.db)
             if estimate is not None and estimate > COUNT_CAP:
                 return estimate
-        return queryset.order_by()[:COUNT_CAP].count()
+        # values("pk"): the count must not compute the page's per-row subqueries.
+        return queryset.order_by().values("pk")[:COUNT_CAP].count()
 
 
 def table_estimate(model, using: str) -> int | None:

@@ -85,11 +85,14 @@ def _this_second() -> dt.datetime:
     return timezone.now().replace(microsecond=0)
 
 
-def record_stripe_view(*, view: StripeView, by: Actor, refund: Refund | None = None) -> Refund | None:
+def record_stripe_view(
+    *, view: StripeView, by: Actor, refund: Refund | None = None, items: list[OrderItem] | None = None
+) -> Refund | None:
     """Record what Stripe says about a refund, if it is newer than what we know.
 
     `refund` is our refund, row-locked by the caller; without it the Stripe refund is matched
-    to ours here. A Stripe refund is applied to our refund only when everything agrees
+    to ours here. `items` are its items, locked by the caller with `latest_refund_id`
+    (`locked_rows.refund_with_items`), or None to have them locked here. A Stripe refund is applied to our refund only when everything agrees
     (module doc); one that is not ours but names an order's PaymentIntent is recorded as made
     outside this system. Returns our refund (the outside record included), or None when the
     Stripe refund belongs to no order of ours. Runs inside the caller's transaction.
@@ -131,7 +134,7 @@ def record_stripe_view(*, view: StripeView, by: Actor, refund: Refund | None = N
     refund.stripe_event_created_at = view.at if last is None else max(view.at, last)
     refund.stripe_refund_id = view.refund.id
     apply_refund_status(
-        refund=refund, status=view.refund.status, failure_reason=view.refund.failure_reason, by=by
+        refund=refund, status=view.refund.status, failure_reason=view.refund.failure_reason, by=by, items=items
     )
     logger.info(
         "%s: refund %s (ours #%s) is %s, from %s", by.label, view.refund.id, refund.pk, view.refund.status,
@@ -179,9 +182,12 @@ STATUS_TRANSITIONS = {
 }
 
 
-def apply_refund_status(*, refund: Refund, status: str, by: Actor, failure_reason: str = "") -> list[OrderItem]:
+def apply_refund_status(
+    *, refund: Refund, status: str, by: Actor, failure_reason: str = "", items: list[OrderItem] | None = None
+) -> list[OrderItem]:
     """Save Stripe's status for `refund` and move its items accordingly; the one place that
-    maps a Stripe refund status onto items. Returns the items that moved.
+    maps a Stripe refund status onto items. Returns the items that moved. `items`: the
+    refund's items, already locked with `latest_refund_id` by the caller, or None.
 
     An item moves only if this refund is its latest one: a late word about an old, failed
     refund must not move an item that a newer refund is handling.
@@ -209,12 +215,13 @@ def apply_refund_status(*, refund: Refund, status: str, by: Actor, failure_reaso
             return []
         # The items' row locks serialize this with request_refund, which locks every item of
         # the order before it reads the order's refunds.
-        items = list(
-            OrderItem.objects.select_for_update(no_key=True, of=("self",))
-            .filter(refunds=refund)
-            .annotate(latest_refund_id=selectors.latest_refund_of_item())
-            .order_by("pk")
-        )
+        if items is None:
+            items = list(
+                OrderItem.objects.select_for_update(no_key=True, of=("self",))
+                .filter(refunds=refund)
+                .annotate(latest_refund_id=selectors.latest_refund_of_item())
+                .order_by("pk")
+            )
         if newly_succeeded:
             _check_superseded_success(refund, items)
         refund.save(update_fields=STRIPE_VIEW_FIELDS)

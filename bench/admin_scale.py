@@ -89,7 +89,7 @@ def load(orders: int, *, reload: bool) -> bool:
         ("audit rows", """
             INSERT INTO refunds_itemtransition (item_id, refund_id, transition, from_state, to_state, at, by)
             SELECT l.orderitem_id, l.refund_id, t.transition, t.from_state, t.to_state,
-                   now() - t.n * interval '1 hour', t.by
+                   i.state_changed_at + (4 - t.n) * interval '1 minute', t.by
             FROM refunds_refund_items l JOIN refunds_orderitem i ON i.id = l.orderitem_id
             CROSS JOIN LATERAL (VALUES
                 (3, 'start_refund', 'payment_captured', 'payment_refund_pending', 'alice', true),

@@ -20,10 +20,10 @@ from django.http import HttpResponseRedirect
 from ..money import CURRENCIES
 from ..models import Order
 
-# A filtered list counts its rows up to this many; beyond it the page says "10,000" and the
-# paginator offers that many pages. An unfiltered list on PostgreSQL shows the planner's
-# estimate (pg_class.reltuples) once it is above this.
-COUNT_CAP = 10_000
+# A filtered list counts its rows up to this many; beyond it the page says "1000" and the
+# paginator offers ten pages (a narrower filter or search finds the rest). An unfiltered list
+# on PostgreSQL shows the planner's estimate (pg_class.reltuples) once it is above this.
+COUNT_CAP = 1000
 
 
 class EstimatedCountPaginator(Paginator):

@@ -54,6 +54,7 @@ class ViewSource(enum.Enum):
     ANSWER = "the API's answer"
     EVENT = "an event"
     FETCH = "a fetch"
+    LISTING = "a listing"  # a page of the refunds list (services.catch_up)
 
 
 @dataclass(frozen=True)
@@ -76,9 +77,21 @@ class StripeView:
     def fetched(cls, stripe_refund: StripeRefund) -> StripeView:
         return cls(stripe_refund, _this_second(), ViewSource.FETCH)
 
+    @classmethod
+    def listed(cls, stripe_refund: StripeRefund, *, requested_at: dt.datetime) -> StripeView:
+        """A refund from a page of Stripe's list, as of the second the page was asked for. It
+        is applied a while after that (a page holds 100), so it is ordered like an event: an
+        event applied meanwhile and created after the request wins."""
+        return cls(stripe_refund, requested_at.replace(microsecond=0), ViewSource.LISTING)
+
     @property
     def is_event(self) -> bool:
         return self.source is ViewSource.EVENT
+
+    @property
+    def ordered_by_time(self) -> bool:
+        """Applied only if newer than the newest view applied (an answer or a fetch always is)."""
+        return self.source in (ViewSource.EVENT, ViewSource.LISTING)
 
 
 def _this_second() -> dt.datetime:
@@ -115,7 +128,7 @@ def record_stripe_view(
         if refund is None:
             return None
     last = refund.stripe_event_created_at
-    if view.is_event and last is not None:
+    if view.ordered_by_time and last is not None:
         if view.at < last:
             logger.info(
                 "%s: refund %s at Stripe is %s as of %s, but a view of %s was applied already; ignored",

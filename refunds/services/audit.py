@@ -105,9 +105,24 @@ def transition_items(
     target = items[0].state
     pks = [item.pk for item in items]
     for start in range(0, len(pks), UPDATE_CHUNK):
-        OrderItem.objects.filter(pk__in=pks[start:start + UPDATE_CHUNK]).update(state=target, state_changed_at=at)
+        _update_states(pks[start:start + UPDATE_CHUNK], target, at)
     write_log(fired, transition=transition, to_state=target, at=at, by=by)
     return items
+
+
+def _update_states(pks: list[int], state: str, at) -> None:
+    """One UPDATE of the items' state; on PostgreSQL with `= ANY(array)` and SQL built once (the
+    webhook writes one item per event, hundreds a second)."""
+    if connection.vendor != "postgresql":
+        OrderItem.objects.filter(pk__in=pks).update(state=state, state_changed_at=at)
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(_UPDATE_STATES_SQL, [state, at, pks])
+
+
+_UPDATE_STATES_SQL = (
+    f"UPDATE {OrderItem._meta.db_table} SET state = %s, state_changed_at = %s WHERE id = ANY(%s::bigint[])"
+)
 
 
 def write_log(fired: list[Fired], *, transition: str, to_state: str, at, by: Actor) -> None:

@@ -32,10 +32,11 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import functools
 import logging
 from dataclasses import dataclass
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from django_fsm import can_proceed
 
@@ -185,6 +186,23 @@ STRIPE_VIEW_FIELDS = [
     "warning",
 ]
 
+@functools.cache
+def _save_view_sql() -> str:
+    quote = connection.ops.quote_name
+    columns = ", ".join(f"{quote(Refund._meta.get_field(name).column)} = %s" for name in STRIPE_VIEW_FIELDS)
+    return f"UPDATE {quote(Refund._meta.db_table)} SET {columns} WHERE {quote(Refund._meta.pk.column)} = %s"
+
+
+def _save_view(refund: Refund) -> None:
+    """`refund.save(update_fields=STRIPE_VIEW_FIELDS)` with the SQL built once: every event
+    runs it (no signal listens to Refund saves)."""
+    values = [
+        Refund._meta.get_field(name).get_db_prep_save(getattr(refund, name), connection) for name in STRIPE_VIEW_FIELDS
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(_save_view_sql(), [*values, refund.pk])
+
+
 # Which transition a Stripe refund status fires on the items it covers (DESIGN.md §1).
 STATUS_TRANSITIONS = {
     RefundStatus.SUCCEEDED: "refund_succeeded",
@@ -223,7 +241,7 @@ def apply_refund_status(
 
         transition = STATUS_TRANSITIONS[status]
         if refund.origin != RefundOrigin.BACK_OFFICE:
-            refund.save(update_fields=STRIPE_VIEW_FIELDS)
+            _save_view(refund)
             attention.refund_status_recorded(refund=refund, previous=previous, items=[])
             return []
         # The items' row locks serialize this with request_refund, which locks every item of
@@ -237,7 +255,7 @@ def apply_refund_status(
             )
         if newly_succeeded:
             _check_superseded_success(refund, items)
-        refund.save(update_fields=STRIPE_VIEW_FIELDS)
+        _save_view(refund)
         # Before the items move: a late decline is told by the state they were in; a success of
         # a superseded refund opens its possible_double_refund case there too.
         attention.refund_status_recorded(refund=refund, previous=previous, items=items)

@@ -152,7 +152,7 @@ def _insert_event(payload: dict, body: bytes | None, *, refund: Refund | None) -
         return event
     table = connection.ops.quote_name(StripeEvent._meta.db_table)
     cast = "::jsonb" if connection.vendor == "postgresql" else ""
-    with connection.cursor() as cursor:
+    with locked_rows.prepared_cursor() as cursor:
         cursor.execute(
             f"INSERT INTO {table} (stripe_event_id, type, payload, received_at, processed_at, error, refund_id) "
             f"VALUES (%s, %s, %s{cast}, %s, %s, '', %s) RETURNING id",

@@ -16,6 +16,7 @@ from django.db import connection
 from django.utils import timezone
 
 from ..models import ItemTransition, OrderItem, Refund
+from .locked_rows import prepared_cursor
 
 BULK_BATCH_SIZE = 500
 UPDATE_CHUNK = 5000
@@ -116,7 +117,7 @@ def _update_states(pks: list[int], state: str, at) -> None:
     if connection.vendor != "postgresql":
         OrderItem.objects.filter(pk__in=pks).update(state=state, state_changed_at=at)
         return
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(_UPDATE_STATES_SQL, [state, at, pks])
 
 

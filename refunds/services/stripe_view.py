@@ -45,6 +45,7 @@ from ..gateway import BIGINT_MAX, StripeRefund
 from ..models import LIVE_REFUND_STATUSES, Order, OrderItem, Refund, RefundOrigin, RefundReason, RefundStatus
 from . import attention
 from .audit import Actor, transition_items
+from .locked_rows import prepared_cursor
 
 logger = logging.getLogger(__name__)
 
@@ -199,7 +200,7 @@ def _save_view(refund: Refund) -> None:
     values = [
         Refund._meta.get_field(name).get_db_prep_save(getattr(refund, name), connection) for name in STRIPE_VIEW_FIELDS
     ]
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(_save_view_sql(), [*values, refund.pk])
 
 

@@ -4,8 +4,10 @@
     .venv/bin/python bench/catch_up.py --refunds 1000     # quick
 
 The emulator (localstripe through refunds_dev.emulator, which adds the list's `created`
-filter; store in memory) gets `--refunds` paid PaymentIntents, each refunded once (localstripe
-settles every refund at once: `succeeded`). Here, on PostgreSQL, each is an order of one item
+filter; store in memory) gets `--refunds` refunds (localstripe settles every refund at once:
+`succeeded`), on one paid PaymentIntent per 100 orders: localstripe lists a charge's refunds by
+scanning its whole store each time it shows a PaymentIntent, so one intent per refund makes the
+setup quadratic (10,000 took more than 20 minutes), and it does not check over-refunds. Here, on PostgreSQL, each is an order of one item
 with a Back Office refund pending at Stripe, as if every webhook had been lost.
 
 Measured in the same run:
@@ -77,14 +79,21 @@ class Counted:
             setattr(gateway, name, counted)
 
 
+ORDERS_PER_INTENT = 100
+
+
 def at_stripe(count: int) -> list[tuple[str, str, int]]:
-    """`count` paid PaymentIntents, each refunded in full: (payment intent, Stripe refund id, amount)."""
+    """`count` refunds at the emulator: (payment intent, Stripe refund id, amount)."""
     from refunds import gateway
     from refunds_dev import stripe_tools
 
+    intents = [
+        stripe_tools.create_paid_payment_intent(amount=1500 * ORDERS_PER_INTENT, currency="eur")
+        for _ in range((count + ORDERS_PER_INTENT - 1) // ORDERS_PER_INTENT)
+    ]
+
     def one(n):
-        amount = 1000 + n % 500
-        intent = stripe_tools.create_paid_payment_intent(amount=amount, currency="eur")
+        amount, intent = 1000 + n % 500, intents[n // ORDERS_PER_INTENT]
         refund = gateway.create_refund(payment_intent=intent, amount=amount, idempotency_key=f"bench-{n}", metadata={})
         return intent, refund.id, amount
 

@@ -237,3 +237,39 @@ def test_no_changelist_query_reads_a_whole_big_table(alice_client, few_thousand_
     alice_client.get(url)  # warm the session and content types
 
     assert seq_scans(alice_client, url, params) == []
+
+
+# --- refunds and events: exact first too ----------------------------------------------------
+
+
+@pytest.mark.parametrize("term", ["id", "stripe_refund_id", "idempotency_key", "reference"])
+def test_an_exact_value_finds_its_refunds(alice_client, busy_order, term):
+    refund = busy_order.refunds.exclude(origin=RefundOrigin.STRIPE_DASHBOARD).order_by("pk").first()
+    other = Order.objects.create(reference="XX-9", currency="eur")
+    Refund.objects.create(order=other, amount=100, currency="eur", stripe_refund_id="re_other", status="succeeded")
+    query, expected = {
+        "id": (str(refund.pk), {refund.pk}),
+        "stripe_refund_id": (refund.stripe_refund_id, {refund.pk}),
+        "idempotency_key": (refund.idempotency_key, {refund.pk}),
+        "reference": (busy_order.reference, set(busy_order.refunds.values_list("pk", flat=True))),
+    }[term]
+
+    found = alice_client.get(reverse("admin:refunds_refund_changelist"), {"q": query}).context["cl"].result_list
+
+    assert {r.pk for r in found} == expected
+
+
+def test_a_partial_value_still_finds_refunds_the_way_it_did(alice_client, busy_order):
+    found = alice_client.get(reverse("admin:refunds_refund_changelist"), {"q": busy_order.reference[2:]}).context["cl"]
+
+    assert {r.order_id for r in found.result_list} == {busy_order.pk}
+
+
+def test_an_event_is_found_by_its_id_or_its_refunds_stripe_id(alice_client, busy_order):
+    refund = busy_order.refunds.exclude(stripe_refund_id=None).first()
+    event = StripeEvent.objects.create(stripe_event_id="evt_exact_1", type="refund.updated", payload={}, refund=refund)
+    StripeEvent.objects.create(stripe_event_id="evt_other_1", type="refund.updated", payload={})
+    url = reverse("admin:refunds_stripeevent_changelist")
+
+    assert list(alice_client.get(url, {"q": "evt_exact_1"}).context["cl"].result_list) == [event]
+    assert list(alice_client.get(url, {"q": refund.stripe_refund_id}).context["cl"].result_list) == [event]

@@ -11,7 +11,7 @@ from django.utils.translation import ngettext
 from ..models import ItemTransition, StripeEvent
 from . import display
 from .base import ReadOnlyAdmin
-from .scale import ChoicesFilter, ScaleAdmin, TransitionFilter
+from .scale import ChoicesFilter, ExactFirstSearch, ScaleAdmin, TransitionFilter, exact_event_ids
 
 
 class ProcessedFilter(admin.SimpleListFilter):
@@ -45,10 +45,11 @@ class EventTypeFilter(ChoicesFilter):
 
 
 @admin.register(StripeEvent)
-class StripeEventAdmin(ScaleAdmin, ReadOnlyAdmin):
+class StripeEventAdmin(ExactFirstSearch, ScaleAdmin, ReadOnlyAdmin):
     list_display = ["stripe_event_id", "type", "received_at", "processed_at", "error_display", "refund_link"]
     list_filter = [ProcessedFilter, EventTypeFilter, "received_at"]
     search_fields = ["stripe_event_id", "type", "=refund__stripe_refund_id", "refund__order__reference"]
+    exact_ids = staticmethod(exact_event_ids)  # exact values first (scale.ExactFirstSearch)
     list_select_related = ["refund"]
     actions = ["reprocess"]
     fields = ["stripe_event_id", "type", "received_at", "processed_at", "error", "refund_link", "payload_display"]

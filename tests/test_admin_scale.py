@@ -125,6 +125,8 @@ def test_a_filtered_list_counts_up_to_the_cap(alice_client, db, monkeypatch):
     assert chf.result_count == 3
     assert eur.result_count == 1
     assert chf.full_result_count is None  # no second, unfiltered COUNT(*)
+    assert "3 or more orders" in text_of(alice_client.get(ORDERS, {"currency": "chf"}))
+    assert "1 order " in text_of(alice_client.get(ORDERS, {"currency": "eur"}))
 
 
 def test_the_refund_confirmation_from_the_orders_action_runs_no_count(alice_client, busy_order):
@@ -273,3 +275,11 @@ def test_an_event_is_found_by_its_id_or_its_refunds_stripe_id(alice_client, busy
 
     assert list(alice_client.get(url, {"q": "evt_exact_1"}).context["cl"].result_list) == [event]
     assert list(alice_client.get(url, {"q": refund.stripe_refund_id}).context["cl"].result_list) == [event]
+
+
+@pytest.mark.postgres
+def test_an_unfiltered_big_list_shows_postgresqls_estimate(alice_client, few_thousand_orders):
+    response = alice_client.get(ORDERS)
+
+    assert response.context["cl"].paginator.approximate == "estimate"
+    assert "about 3000 orders" in text_of(response)

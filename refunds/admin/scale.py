@@ -29,6 +29,8 @@ COUNT_CAP = 1000
 class EstimatedCountPaginator(Paginator):
     """Django's paginator with a count that never reads a whole big table."""
 
+    approximate = ""  # "estimate", "cap" or "" (exact); the list's pagination says which
+
     @cached_property
     def count(self) -> int:
         queryset = self.object_list
@@ -36,9 +38,13 @@ class EstimatedCountPaginator(Paginator):
         if not query.where and not query.distinct:
             estimate = table_estimate(queryset.model, queryset.db)
             if estimate is not None and estimate > COUNT_CAP:
+                self.approximate = "estimate"
                 return estimate
         # values("pk"): the count must not compute the page's per-row subqueries.
-        return queryset.order_by().values("pk")[:COUNT_CAP].count()
+        counted = queryset.order_by().values("pk")[:COUNT_CAP].count()
+        if counted == COUNT_CAP:
+            self.approximate = "cap"
+        return counted
 
 
 def table_estimate(model, using: str) -> int | None:

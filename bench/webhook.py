@@ -53,6 +53,8 @@ def parse_args(argv=None):
     parser.add_argument("--senders", default="1,4", help="--gunicorn: concurrent senders, comma-separated")
     parser.add_argument("--workers", type=int, default=2, help="--gunicorn: sync workers")
     parser.add_argument("--port", type=int, default=8613)
+    parser.add_argument("--prepare-threshold", type=int, default=0,
+                        help="--gunicorn: DATABASE_PREPARE_THRESHOLD for the server (0: Django's default, off)")
     return parser.parse_args(argv)
 
 
@@ -260,6 +262,8 @@ def start_gunicorn(args):
         "DJANGO_SECURE_SSL_REDIRECT": "0", "DATABASE_URL": args.database_url, "DATABASE_CONN_MAX_AGE": "600",
         "STRIPE_SECRET_KEY": "sk_test_bench", "STRIPE_WEBHOOK_SECRET": SECRET, "REFUNDS_LOG_LEVEL": "WARNING",
     }
+    if args.prepare_threshold:
+        env["DATABASE_PREPARE_THRESHOLD"] = str(args.prepare_threshold)
     server = subprocess.Popen(
         [os.path.join(benchdb.BASE_DIR, ".venv/bin/gunicorn"), "refunds_project.wsgi", "--bind",
          f"127.0.0.1:{args.port}", "--workers", str(args.workers), "--worker-class", "sync", "--log-level", "warning"],
@@ -311,7 +315,8 @@ def main_gunicorn(args):
         server.terminate()
         server.wait()
     print()
-    print(f"gunicorn {args.workers} sync workers, production settings (DEBUG off), PostgreSQL {connection.pg_version}; "
+    print(f"gunicorn {args.workers} sync workers, production settings (DEBUG off), prepare_threshold "
+          f"{args.prepare_threshold or 'off'}, PostgreSQL {connection.pg_version}; "
           f"{args.events:,} events x {args.rounds} rounds per row, median")
     print(f"{'senders':>7} | {'floor ev/s':>10} | {'endpoint ev/s':>13} | {'ratio':>5}")
     for senders, (floor_s, endpoint_s) in results.items():

@@ -8,6 +8,7 @@ number of items. Callers hold the items' row locks (`select_for_update`) inside 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -126,22 +127,29 @@ _UPDATE_STATES_SQL = (
 )
 
 
+@functools.cache
+def _insert_log_sql() -> str:
+    quote = connection.ops.quote_name
+    columns = ", ".join(
+        quote(ItemTransition._meta.get_field(name).column)
+        for name in ("item", "refund", "from_state", "transition", "to_state", "at", "by_user", "by")
+    )
+    return (
+        f"INSERT INTO {quote(ItemTransition._meta.db_table)} ({columns}) "
+        f"SELECT u.item_id, u.refund_id, u.from_state, %s::varchar, %s::varchar, %s::timestamptz, %s::bigint, %s::varchar "
+        f"FROM unnest(%s::bigint[], %s::bigint[], %s::varchar[]) AS u(item_id, refund_id, from_state)"
+    )
+
+
 def write_log(fired: list[Fired], *, transition: str, to_state: str, at, by: Actor) -> None:
     """Insert the audit rows: on PostgreSQL one INSERT … SELECT over three arrays (what varies
     per row), which is several times faster than bulk_create's parameters per field."""
     if connection.vendor == "postgresql":
-        table = connection.ops.quote_name(ItemTransition._meta.db_table)
-        columns = ", ".join(
-            connection.ops.quote_name(ItemTransition._meta.get_field(name).column)
-            for name in ("item", "refund", "from_state", "transition", "to_state", "at", "by_user", "by")
-        )
-        with connection.cursor() as cursor:
+        with prepared_cursor() as cursor:
             for start in range(0, len(fired), UPDATE_CHUNK):
                 chunk = fired[start:start + UPDATE_CHUNK]
                 cursor.execute(
-                    f"INSERT INTO {table} ({columns}) "
-                    f"SELECT u.item_id, u.refund_id, u.from_state, %s::varchar, %s::varchar, %s::timestamptz, %s::bigint, %s::varchar "
-                    f"FROM unnest(%s::bigint[], %s::bigint[], %s::varchar[]) AS u(item_id, refund_id, from_state)",
+                    _insert_log_sql(),
                     [
                         transition, to_state, at, by.user.pk if by.user else None, by.label[:255],
                         [f.item.pk for f in chunk],

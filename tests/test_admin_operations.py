@@ -11,7 +11,7 @@ from django.urls import reverse
 from refunds import services
 from refunds.models import AttentionCase, ItemState, Refund, RefundOrigin, RefundStatus
 
-from .conftest import page_of, table_rows
+from .conftest import post_confirmed, page_of, table_rows
 from .factories import UserFactory, paid_order_with_items
 
 pytestmark = pytest.mark.django_db
@@ -38,7 +38,10 @@ def messages_of(response) -> list[str]:
 
 
 def post_action(client, url, action, ids, **data):
-    return client.post(url, {"action": action, ACTION_CHECKBOX_NAME: [str(pk) for pk in ids], **data})
+    data = {"action": action, ACTION_CHECKBOX_NAME: [str(pk) for pk in ids], **data}
+    if action in ("refund_items", "refund_orders"):
+        return post_confirmed(client, url, data)  # the refund confirmation's fingerprint is required
+    return client.post(url, data)
 
 
 @pytest.fixture

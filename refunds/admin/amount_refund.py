@@ -4,6 +4,8 @@ a shipping-only refund), typed in the order's currency and parsed exactly
 
 from __future__ import annotations
 
+import uuid
+
 from django import forms
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
@@ -13,12 +15,15 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
 from .. import selectors, services
-from ..exceptions import RefundError
+from ..exceptions import AlreadyRequested, RefundError
+from .double_submit import already_requested_message
 from ..models import RefundReason, RefundStatus
 from ..money import AmountParseError, exponent, format_money, major_units, parse_major_units
 
 
 class AmountRefundForm(forms.Form):
+    # A token per page view: the same form sent twice makes one refund (request_amount_refund).
+    request_key = forms.RegexField(regex=r"^[0-9a-f]{32}$", widget=forms.HiddenInput, required=False)
     amount = forms.CharField(label="Amount", max_length=32)
     reason = forms.ChoiceField(
         label="Reason", choices=[("", "— none —"), *RefundReason.choices], required=False,
@@ -31,6 +36,7 @@ class AmountRefundForm(forms.Form):
 
     def __init__(self, *args, currency: str, **kwargs):
         super().__init__(*args, **kwargs)
+        self.fields["request_key"].initial = uuid.uuid4().hex
         self.currency = currency
         places = exponent(currency)
         example = major_units(1200 if places == 0 else 1250 * 10 ** (places - 2), currency)
@@ -70,7 +76,11 @@ class AmountRefundView:
             try:
                 refund = services.request_amount_refund(
                     order=order.pk, amount=data["amount"], user=request.user, reason=data["reason"], note=data["note"],
+                    request_key=data["request_key"] or "",
                 )
+            except AlreadyRequested as done:
+                self.message_user(request, already_requested_message(request, done.refund), messages.SUCCESS)
+                return HttpResponseRedirect(order_url)
             except RefundError as error:
                 form.add_error(None, f"Nothing was refunded: {error}")
             else:

@@ -18,6 +18,7 @@ from django.urls import reverse
 from .. import services
 from ..exceptions import RefundError
 from ..models import Refund, RefundStatus
+from .double_submit import decided_message
 
 APPROVE, REJECT = "approve", "reject"
 
@@ -103,7 +104,15 @@ class ApprovalActions:
                 else:
                     refund = services.reject_refund(refund=refund.pk, user=request.user, note=note)
             except RefundError as error:
-                self.message_user(request, f"Refund #{refund.pk} was not {decision}d: {error}", messages.ERROR)
+                decided = Refund.objects.select_related("approved_by", "rejected_by").get(pk=refund.pk)
+                if decided.approved_by_id or decided.rejected_by_id:
+                    # Decided before this POST got to it: a double click, or another approver.
+                    same = (decided.approved_by_id if decision == APPROVE else decided.rejected_by_id) == request.user.pk
+                    self.message_user(
+                        request, decided_message(request, decided), messages.SUCCESS if same else messages.WARNING
+                    )
+                else:
+                    self.message_user(request, f"Refund #{refund.pk} was not {decision}d: {error}", messages.ERROR)
                 continue
             order = refund.order
             if decision == APPROVE:

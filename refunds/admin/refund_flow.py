@@ -20,6 +20,7 @@ from .. import services
 from ..exceptions import RefundError
 from ..models import RefundReason, RefundStatus
 from ..services import RefundPlan, preview_refunds
+from .double_submit import report_already_refunded
 
 
 class RefundConfirmationForm(forms.Form):
@@ -69,12 +70,17 @@ def refund_with_confirmation(
         # The fingerprint is required: a POST without it never saw a confirmation page, so
         # it is shown one instead of refunding what the selection may have become.
         confirmed = request.POST.get("confirmed")
+        confirmed_items = confirmed_item_ids(request)
         if not confirmed:
             modeladmin.message_user(
                 request,
                 "Nothing was refunded: confirm the refund on this page first.",
                 messages.WARNING,
             )
+        elif confirmed != fingerprint(plans) and report_already_refunded(modeladmin, request, confirmed_items):
+            # A second POST of a confirmation the first POST carried out (a double click, a
+            # second tab): it says what was done, not that nothing was.
+            return None
         elif confirmed != fingerprint(plans):
             modeladmin.message_user(
                 request,
@@ -83,7 +89,10 @@ def refund_with_confirmation(
                 messages.WARNING,
             )
         elif form.is_valid():
-            submit(modeladmin, request, plans, reason=form.cleaned_data["reason"], note=form.cleaned_data["note"])
+            submit(
+                modeladmin, request, plans, reason=form.cleaned_data["reason"], note=form.cleaned_data["note"],
+                confirmed_items=confirmed_items,
+            )
             return None
 
     opts = modeladmin.model._meta
@@ -96,6 +105,7 @@ def refund_with_confirmation(
         "refundable_plans": [plan for plan in plans if plan.can_refund],
         "form": form if form.is_bound else RefundConfirmationForm(),
         "fingerprint": fingerprint(plans),
+        "confirmed_items": ",".join(str(item.pk) for plan in plans if plan.can_refund for item in plan.items),
         "action": action,
         "selected_ids": list(selected_ids),
         "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
@@ -113,7 +123,16 @@ def refund_with_confirmation(
     )
 
 
-def submit(modeladmin, request, plans: list[RefundPlan], *, reason: str, note: str) -> None:
+def confirmed_item_ids(request) -> set[int]:
+    """The items the confirmation page offered to refund (its hidden `confirmed_items`). Used only
+    to word the answer to a second POST; what is refunded is guarded by the fingerprint."""
+    text = request.POST.get("confirmed_items", "")
+    return {int(part) for part in text.split(",") if part.isascii() and part.isdigit() and len(part) <= 19}
+
+
+def submit(
+    modeladmin, request, plans: list[RefundPlan], *, reason: str, note: str, confirmed_items=frozenset()
+) -> None:
     for plan in plans:
         for problem in plan.problems:
             modeladmin.message_user(request, problem, messages.WARNING)
@@ -132,7 +151,11 @@ def submit(modeladmin, request, plans: list[RefundPlan], *, reason: str, note: s
             note=note,
         )
     except RefundError as error:
-        modeladmin.message_user(request, f"Nothing was refunded: {error}", messages.ERROR)
+        # Two POSTs of one confirmation at the same moment: both saw the items refundable, the
+        # first refunded them under the order's lock, and this one found them taken.
+        requested = confirmed_items or {item.pk for plan in refundable for item in plan.items}
+        if not report_already_refunded(modeladmin, request, requested):
+            modeladmin.message_user(request, f"Nothing was refunded: {error}", messages.ERROR)
         return
 
     item_counts = {plan.order.pk: len(plan.items) for plan in refundable}

@@ -202,7 +202,9 @@ def test_a_user_who_may_refund_logs_in_with_a_totp_code_when_required(live_serve
         log_in(page, live_server.url, "vera", PASSWORD)
         page.wait_for_selector("#result_list")
         assert page.locator('select[name="action"] option[value="refund_items"]').count() == 0
-def log_in(page, live_server, username, next_url):
+
+
+def log_in_as(page, live_server, username, next_url):
     page.context.clear_cookies()
     page.goto(f"{live_server.url}/admin/login/?next={next_url}")
     page.fill("#id_username", username)
@@ -238,7 +240,7 @@ def test_dual_control_and_the_needs_attention_page(live_server, fake_stripe, set
     items = list(order.items.order_by("pk"))
 
     with chromium_page() as page:
-        log_in(page, live_server, "alice", "/admin/refunds/orderitem/")
+        log_in_as(page, live_server, "alice", "/admin/refunds/orderitem/")
         page.wait_for_selector("#result_list")
         for item in items:
             page.check(f'input.action-select[value="{item.pk}"]')
@@ -263,7 +265,7 @@ def test_dual_control_and_the_needs_attention_page(live_server, fake_stripe, set
         page.click('button[name="index"]')
         assert "you requested it yourself" in page.locator("tr.oms-refused").inner_text()
 
-        log_in(page, live_server, "bob", "/admin/refunds/refund/?status__exact=awaiting_approval")
+        log_in_as(page, live_server, "bob", "/admin/refunds/refund/?status__exact=awaiting_approval")
         page.wait_for_selector("#result_list")
         page.check("input.action-select")
         page.select_option('select[name="action"]', "approve_refunds")

@@ -10,6 +10,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 from django_fsm import RETURN_VALUE, FSMField, FSMModelMixin, transition
 
 from .money import format_money
@@ -66,7 +67,7 @@ class Order(models.Model):
 
 class OrderItem(FSMModelMixin, models.Model):
     order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="items")
-    sku = models.CharField(max_length=64)
+    sku = models.CharField("SKU", max_length=64)
     name = models.CharField(max_length=255)
     amount = models.PositiveBigIntegerField(help_text="Refundable gross amount, minor units (cents).")
     state = FSMField(
@@ -240,6 +241,22 @@ class Refund(models.Model):
         return format_money(self.amount, self.currency)
 
 
+# What each transition means to a Back Office user; the code name stays in the data and the API.
+TRANSITION_LABELS = {
+    "start_refund": _("refund started"),
+    "refund_succeeded": _("Stripe confirmed the refund"),
+    "refund_failed": _("Stripe failed or canceled the refund"),
+    "confirm_refund": _("refund final (settlement period over or confirmed by hand)"),
+    "request_approval": _("approval requested"),
+    "approve_refund": _("refund approved"),
+    "reject_refund": _("refund rejected"),
+}
+
+
+def transition_label(name: str) -> str:
+    return str(TRANSITION_LABELS.get(name, name.replace("_", " ")))
+
+
 class ItemTransition(models.Model):
     """The audit log: one row per transition of one item, who fired it and for which refund."""
 
@@ -260,6 +277,10 @@ class ItemTransition(models.Model):
     def __str__(self):
         return f"{self.item_id}: {self.from_state} → {self.to_state} by {self.by}"
 
+    @property
+    def transition_label(self) -> str:
+        return transition_label(self.transition)
+
 
 class StripeEvent(models.Model):
     """Every event Stripe sent, stored before it is applied (see refunds.webhooks)."""
@@ -274,6 +295,10 @@ class StripeEvent(models.Model):
 
     class Meta:
         ordering = ["-received_at", "-pk"]
+        verbose_name = _("Stripe event")
+        verbose_name_plural = _("Stripe events")
+        # The events are never edited; applying one again is its own right (the "Reprocess" action).
+        permissions = [("reprocess_stripeevent", "Can reprocess Stripe events")]
 
     def __str__(self):
         return f"{self.stripe_event_id} ({self.type})"

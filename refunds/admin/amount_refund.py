@@ -8,14 +8,15 @@ import uuid
 
 from django import forms
 from django.contrib import messages
-from django.core.exceptions import PermissionDenied
 from django.http import HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils.translation import gettext
 
 from .. import selectors, services
 from ..exceptions import AlreadyRequested, RefundError
+from .base import forbidden
 from .double_submit import already_requested_message
 from ..models import RefundReason, RefundStatus
 from ..money import AmountParseError, exponent, format_money, major_units, parse_major_units
@@ -68,7 +69,7 @@ class AmountRefundView:
     def amount_refund_view(self, request, object_id):
         order = get_object_or_404(self.get_queryset(request), pk=object_id)
         if not (self.has_view_permission(request, order) and self.has_refund_permission(request)):
-            raise PermissionDenied
+            return forbidden(self, request, gettext("You may not refund orders."))
         order_url = reverse("admin:refunds_order_change", args=[order.pk])
         form = AmountRefundForm(request.POST or None, currency=order.currency)
         if request.method == "POST" and form.is_valid():

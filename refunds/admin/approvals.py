@@ -48,7 +48,7 @@ def decisions_for(request, queryset) -> list[Decision]:
     for refund in queryset.select_related("order", "created_by").prefetch_related("items").order_by("pk"):
         refused = ""
         if refund.status != RefundStatus.AWAITING_APPROVAL:
-            refused = f"it is {refund.get_status_display()}, not awaiting approval"
+            refused = f"its status is “{refund.get_status_display()}”, not awaiting approval"
         elif refund.created_by_id == request.user.pk:
             refused = "you requested it yourself; another user must decide it"
         decisions.append(Decision(refund, refused))

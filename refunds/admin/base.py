@@ -7,6 +7,8 @@ import re
 from django.contrib import admin
 from django.contrib.admin.utils import unquote
 from django.http import Http404
+from django.template.response import TemplateResponse
+from django.utils.translation import gettext_lazy as _
 
 from ..conf import app_settings
 from ..models import ItemTransition
@@ -74,6 +76,18 @@ class TransitionLogInline(ReadOnlyInline):
     classes = ["oms-log-inline"]
     verbose_name = "transition"
 
+    @admin.display(description=_("transition"))
+    def transition_display(self, entry):
+        return display.transition(entry.transition)
+
+    @admin.display(description=_("when"))
+    def at_display(self, entry):
+        return display.when(entry.at)
+
+    @admin.display(description=_("by"))
+    def by_display(self, entry):
+        return display.actor(entry.by)
+
     @admin.display(description="from")
     def from_display(self, entry):
         return display.state_label(entry.from_state)
@@ -111,3 +125,50 @@ def second_factor_missing(request) -> bool:
 
 def has_confirm_refund_permission(request) -> bool:
     return request.user.has_perm("refunds.confirm_refund_orderitem")
+
+
+def forbidden(modeladmin, request, reason: str = ""):
+    """403 as a page of the Back Office (its header, its navigation, what is not allowed and
+    where to go), instead of the bare page a raised PermissionDenied gets."""
+    opts = modeladmin.model._meta
+    context = {
+        **modeladmin.admin_site.each_context(request),
+        "title": _("Not allowed"),
+        "subtitle": None,
+        "opts": opts,
+        "reason": reason,
+    }
+    request.current_app = modeladmin.admin_site.name
+    return TemplateResponse(request, "admin/refunds/forbidden.html", context, status=403)
+
+
+class CurrencyFilter(admin.SimpleListFilter):
+    """Currencies as the Back Office writes them everywhere: upper-case ISO codes (EUR)."""
+
+    title = _("currency")
+    parameter_name = "currency"
+    field = "currency"
+
+    def lookups(self, request, model_admin):
+        values = model_admin.model.objects.values_list(self.field, flat=True).distinct().order_by(self.field)
+        return [(value, display.currency_code(value)) for value in values]
+
+    def queryset(self, request, queryset):
+        if self.value():
+            return queryset.filter(**{self.field: self.value()})
+        return queryset
+
+
+class OrderCurrencyFilter(CurrencyFilter):
+    parameter_name = "order__currency"
+
+    def lookups(self, request, model_admin):
+        from ..models import Order
+
+        values = Order.objects.values_list("currency", flat=True).distinct().order_by("currency")
+        return [(value, display.currency_code(value)) for value in values]
+
+    def queryset(self, request, queryset):
+        if self.value():
+            return queryset.filter(order__currency=self.value())
+        return queryset

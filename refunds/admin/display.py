@@ -4,12 +4,13 @@ labels, Stripe ids as links to the Stripe Dashboard, failure reasons in words.""
 from __future__ import annotations
 
 from django.urls import reverse
+from django.utils import dateformat, formats, timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 from django.utils.text import Truncator
 
 from ..conf import app_settings
-from ..models import ItemState, RefundOrigin, RefundStatus
+from ..models import ItemState, RefundOrigin, RefundStatus, transition_label
 from ..money import format_money
 
 # Stripe's refund `failure_reason` values: https://docs.stripe.com/api/refunds/object#refund_object-failure_reason
@@ -42,6 +43,27 @@ def warning(text: str):
 
 def money(amount: int | None, currency: str) -> str:
     return "—" if amount is None else format_money(amount, currency)
+
+
+def currency_code(currency: str) -> str:
+    """One style everywhere in the Back Office: EUR, never eur (Stripe's own lower case stays in data)."""
+    return (currency or "").upper()
+
+
+def money_with_others(summary, part: str):
+    """`summary.refunded` or `.in_flight` (selectors.OrderMoney) in the order's currency, and
+    apart from it, never added, what a refund in another currency holds."""
+    amount = money(getattr(summary, part), summary.currency)
+    index = 0 if part == "refunded" else 1
+    others = [
+        format_money(values[index], currency) for currency, values in sorted(summary.other_currencies.items())
+        if values[index]
+    ]
+    if not others:
+        return amount
+    return format_html(
+        '{} <span class="oms-other-currency-amount">{}</span>', amount, " + ".join(others)
+    )
 
 
 def failure_reason_in_words(failure_reason: str) -> str:
@@ -112,3 +134,24 @@ def approval(refund) -> str:
     if refund.status == RefundStatus.AWAITING_APPROVAL:
         return "awaiting approval by a second user"
     return "—"
+
+
+def transition(name: str):
+    """A transition in a Back Office user's words ("refund started"), its code name on hover."""
+    return format_html('<span class="oms-transition" title="{}">{}</span>', name, transition_label(name))
+
+
+def when(moment) -> str:
+    """A moment of the audit, to the second, in the active time zone."""
+    if moment is None:
+        return "—"
+    local = timezone.localtime(moment)
+    return format_html(
+        '<span class="oms-when">{}&nbsp;{}</span>', formats.date_format(local, "SHORT_DATE_FORMAT"),
+        dateformat.format(local, "H:i:s"),
+    )
+
+
+def actor(by: str):
+    """Who fired a transition; a long "Stripe event evt_…" may break anywhere."""
+    return format_html('<span class="oms-actor">{}</span>', by)

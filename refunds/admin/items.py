@@ -8,34 +8,37 @@ from django.contrib.admin.models import CHANGE, LogEntry
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
-from django.utils.translation import ngettext
+from django.utils.translation import gettext, gettext_lazy as _, ngettext
 
 from .. import selectors, services
 from ..exceptions import RefundError
 from ..models import ItemState, OrderItem, Refund
 from . import display
-from .base import ReadOnlyAdmin, TransitionLogInline, has_confirm_refund_permission, has_refund_permission
+from .base import (
+    OrderCurrencyFilter, ReadOnlyAdmin, TransitionLogInline, has_confirm_refund_permission, has_refund_permission,
+)
 from .process_diagram import diagram
 from .refund_flow import refund_with_confirmation
 
 
 class ItemTransitionInline(TransitionLogInline):
     fk_name = "item"
-    fields = ["at", "transition", "from_display", "to_display", "by", "refund"]
+    fields = ["at_display", "transition_display", "from_display", "to_display", "by_display", "refund"]
     readonly_fields = fields
     verbose_name_plural = "transition history"
+    ordering = ["-at", "-pk"]  # newest first, as everywhere in the Back Office
 
     def get_queryset(self, request):
-        return super().get_queryset(request).select_related("refund")
+        return super().get_queryset(request).select_related("refund").order_by("-at", "-pk")
 
 
 @admin.register(OrderItem)
 class OrderItemAdmin(ReadOnlyAdmin):
     list_display = [
-        "sku", "name", "order_link", "amount_display", "state_display", "state_changed_at", "latest_refund_display",
+        "sku", "name", "order_link", "amount_display", "state_display", "state_changed_display", "latest_refund_display",
     ]
     list_display_links = ["sku"]
-    list_filter = ["state", "order__currency", "state_changed_at"]
+    list_filter = ["state", OrderCurrencyFilter, "state_changed_at"]
     search_fields = [
         "sku", "name", "order__reference", "order__customer_email", "order__stripe_payment_intent_id",
         "=refunds__stripe_refund_id",
@@ -44,7 +47,7 @@ class OrderItemAdmin(ReadOnlyAdmin):
     actions = ["refund_items", "confirm_refund_now"]
     inlines = [ItemTransitionInline]
     fields = [
-        "order_link", "sku", "name", "amount_display", "state_display", "state_changed_at", "refunds_display",
+        "order_link", "sku", "name", "amount_display", "state_display", "state_changed_display", "refunds_display",
     ]
     readonly_fields = fields
 
@@ -68,13 +71,18 @@ class OrderItemAdmin(ReadOnlyAdmin):
     def state_display(self, item):
         return display.state_label(item.state)
 
+    @admin.display(description=_("state since"), ordering="state_changed_at")
+    def state_changed_display(self, item):
+        return display.when(item.state_changed_at)
+
     @admin.display(description="latest refund")
     def latest_refund_display(self, item):
         if item.latest_refund_id is None:
             return "—"
         url = reverse("admin:refunds_refund_change", args=[item.latest_refund_id])
         return format_html(
-            '<a href="{}">{}</a> {}', url, item.latest_refund_stripe_id or f"refund #{item.latest_refund_id}",
+            '<a href="{}" class="oms-stripe-id">{}</a> {}', url,
+            item.latest_refund_stripe_id or gettext("refund #%(id)s") % {"id": item.latest_refund_id},
             display.refund_status_label(item.latest_refund_status),
         )
 
@@ -83,11 +91,13 @@ class OrderItemAdmin(ReadOnlyAdmin):
         refunds = item.refunds.order_by("-created_at", "-pk")
         if not refunds:
             return "—"
+        # Our refund's page by its number, Stripe's by its id: two links, two names.
         return format_html_join(
             mark_safe("<br>"),
-            "{} {} {} ({})",
+            "{} {} {} · {} {}",
             (
-                (display.admin_link(refund), refund.amount_display, display.refund_status_label(refund.status),
+                (display.admin_link(refund, gettext("refund #%(id)s") % {"id": refund.pk}), refund.amount_display,
+                 display.refund_status_label(refund.status), gettext("at Stripe:"),
                  display.stripe_refund_link(refund.stripe_refund_id))
                 for refund in refunds
             ),

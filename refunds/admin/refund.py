@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
-from django.core.exceptions import PermissionDenied
 from django.http import HttpResponseNotAllowed, HttpResponseRedirect
 from django.urls import path, reverse
 from django.utils.html import format_html_join
+from django.utils.translation import gettext
 
 from .. import services
 from ..services import Actor
@@ -16,8 +16,18 @@ from ..exceptions import StripeGatewayError
 from ..models import Refund, StripeEvent
 from . import display
 from .approvals import ApprovalActions
-from .base import ReadOnlyAdmin, ReadOnlyInline, TransitionLogInline, get_object_or_404, has_refund_permission
+from .base import (
+    ReadOnlyAdmin, ReadOnlyInline, TransitionLogInline, forbidden, get_object_or_404, has_refund_permission,
+)
 from .export import ExportActions
+
+
+def refund_name(refund: Refund) -> str:
+    """"Refund #12 (re_…)": a message starts with a word, so the admin's capfirst never turns a
+    Stripe id (case-sensitive) into "Re_…"."""
+    if refund.stripe_refund_id:
+        return f"Refund #{refund.pk} ({refund.stripe_refund_id})"
+    return f"Refund #{refund.pk}"
 
 
 class StripeEventInline(ReadOnlyInline):
@@ -39,12 +49,12 @@ class StripeEventInline(ReadOnlyInline):
 
 class RefundTransitionInline(TransitionLogInline):
     fk_name = "refund"
-    fields = ["at", "item", "transition", "from_display", "to_display", "by"]
+    fields = ["at_display", "item", "transition_display", "from_display", "to_display", "by_display"]
     readonly_fields = fields
     verbose_name_plural = "items moved by this refund"
 
     def get_queryset(self, request):
-        return super().get_queryset(request).select_related("item__order")
+        return super().get_queryset(request).select_related("item__order").order_by("-at", "-pk")
 
 
 @admin.register(Refund)
@@ -135,18 +145,19 @@ class RefundAdmin(ApprovalActions, ExportActions, ReadOnlyAdmin):
         try:
             refund = services.sync_refund_from_stripe(refund_id=refund.pk, by=Actor.of_user(request.user))
         except StripeGatewayError as error:
-            self.message_user(request, f"{refund}: Stripe could not be asked: {error.message}", messages.ERROR)
+            self.message_user(request, f"{refund_name(refund)}: Stripe could not be asked: {error.message}", messages.ERROR)
             return
         if refund.stripe_refund_id is None:
             self.log_change(request, refund, "Checked with Stripe: not known to Stripe yet")
-            self.message_user(request, f"{refund}: Stripe does not know this refund yet.", messages.WARNING)
+            self.message_user(request, f"{refund_name(refund)}: Stripe does not know this refund yet.", messages.WARNING)
         elif refund.status == before:
             self.log_change(request, refund, f"Checked with Stripe: {before}, unchanged")
-            self.message_user(request, f"{refund}: unchanged, {refund.get_status_display()}.", messages.INFO)
+            self.message_user(request, f"{refund_name(refund)}: unchanged, {refund.get_status_display()}.", messages.INFO)
         else:
             self.log_change(request, refund, f"Checked with Stripe: {before} → {refund.status}")
             self.message_user(
-                request, f"{refund}: now {refund.get_status_display()} (was {Refund(status=before).get_status_display()}).",
+                request,
+                f"{refund_name(refund)}: now {refund.get_status_display()} (was {Refund(status=before).get_status_display()}).",
                 messages.SUCCESS,
             )
 
@@ -166,7 +177,7 @@ class RefundAdmin(ApprovalActions, ExportActions, ReadOnlyAdmin):
             return HttpResponseNotAllowed(["POST"])
         refund = get_object_or_404(self, request, object_id)
         if not (self.has_view_permission(request, refund) and self.has_refund_permission(request)):
-            raise PermissionDenied
+            return forbidden(self, request, gettext("You may not check refunds with Stripe."))
         self._sync(request, refund)
         return HttpResponseRedirect(reverse("admin:refunds_refund_change", args=[refund.pk]))
 

@@ -129,7 +129,7 @@ def _lock_for_decision(refund: Refund | int, user, *, verb: str) -> tuple[Refund
             who = locked.approved_by if locked.approved_by_id else locked.rejected_by
             decided = f" ({'approved' if locked.approved_by_id else 'rejected'} by {who.get_username()})"
         raise RefundError(
-            f"Refund #{locked.pk} is not awaiting approval: it is {locked.get_status_display()}{decided}."
+            f"Refund #{locked.pk} is not awaiting approval: its status is “{locked.get_status_display()}”{decided}."
         )
     if locked.created_by_id is not None and locked.created_by_id == user.pk:
         raise ApprovalRefused(

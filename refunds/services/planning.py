@@ -128,7 +128,7 @@ def plan_refunds(
 
 def _why_not_refundable(item: OrderItem, live_refund_id: int | None) -> str:
     if item.state not in REFUNDABLE_STATES:
-        return f"it is {item.state_label}"
+        return f"its state is “{item.state_label}”"
     if live_refund_id is not None:
         return f"it is part of refund #{live_refund_id}, which is still in progress"
     return ""

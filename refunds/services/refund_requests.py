@@ -111,7 +111,7 @@ def confirm_refund_now(*, items: Iterable[OrderItem | int], user) -> list[OrderI
         wrong = [item for item in locked if item.state != ItemState.PAYMENT_REFUND_SUCCEEDED]
         if wrong:
             raise OrderNotRefundable(" ".join(
-                f"{item} cannot be confirmed: it is {item.state_label}, not payment refund succeeded." for item in wrong
+                f"{item} cannot be confirmed: its state is “{item.state_label}”, not “payment refund succeeded”." for item in wrong
             ))
         latest = selectors.latest_refund_ids([item.pk for item in locked])
         by_refund: dict[int | None, list[OrderItem]] = {}

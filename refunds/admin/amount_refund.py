@@ -12,7 +12,7 @@ from django.http import HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
-from django.utils.translation import gettext
+from django.utils.translation import gettext, gettext_lazy as _
 
 from .. import selectors, services
 from ..exceptions import AlreadyRequested, RefundError
@@ -25,14 +25,14 @@ from ..money import AmountParseError, exponent, format_money, major_units, parse
 class AmountRefundForm(forms.Form):
     # A token per page view: the same form sent twice makes one refund (request_amount_refund).
     request_key = forms.RegexField(regex=r"^[0-9a-f]{32}$", widget=forms.HiddenInput, required=False)
-    amount = forms.CharField(label="Amount", max_length=32)
+    amount = forms.CharField(label=_("Amount"), max_length=32)
     reason = forms.ChoiceField(
-        label="Reason", choices=[("", "— none —"), *RefundReason.choices], required=False,
-        help_text="Sent to Stripe with the refund; optional.",
+        label=_("Reason"), choices=[("", _("— none —")), *RefundReason.choices], required=False,
+        help_text=_("Sent to Stripe with the refund; optional."),
     )
     note = forms.CharField(
-        label="Note", required=False, widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
-        help_text="Why this amount: kept with the refund for the Back Office; not sent to Stripe.",
+        label=_("Note"), required=False, widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
+        help_text=_("Why this amount: kept with the refund for the Back Office; not sent to Stripe."),
     )
 
     def __init__(self, *args, currency: str, **kwargs):
@@ -42,7 +42,8 @@ class AmountRefundForm(forms.Form):
         places = exponent(currency)
         example = major_units(1200 if places == 0 else 1250 * 10 ** (places - 2), currency)
         self.fields["amount"].help_text = (
-            f"In {currency.upper()}, for example {example}; a point before decimals, commas between thousands allowed."
+            gettext("In %(currency)s, for example %(example)s; a point before decimals, commas between thousands allowed.")
+            % {"currency": currency.upper(), "example": example}
         )
         self.fields["amount"].widget.attrs.update(inputmode="decimal", autocomplete="off", size=14)
 
@@ -83,7 +84,7 @@ class AmountRefundView:
                 self.message_user(request, already_requested_message(request, done.refund), messages.SUCCESS)
                 return HttpResponseRedirect(order_url)
             except RefundError as error:
-                form.add_error(None, f"Nothing was refunded: {error}")
+                form.add_error(None, gettext("Nothing was refunded: %(error)s") % {"error": error})
             else:
                 self._report(request, order, refund)
                 return HttpResponseRedirect(order_url)
@@ -94,7 +95,7 @@ class AmountRefundView:
         opts = self.model._meta
         context = {
             **self.admin_site.each_context(request),
-            "title": f"Refund an amount of order {order.reference}",
+            "title": gettext("Refund an amount of order %(order)s") % {"order": order.reference},
             "subtitle": None,
             "opts": opts,
             "original": order,
@@ -117,11 +118,16 @@ class AmountRefundView:
         if waits:
             self.message_user(
                 request,
-                f"Refund of {refund.amount_display} for order {order.reference} awaits approval: another user "
-                f"with the approve permission must approve it before it is sent to Stripe.",
+                gettext(
+                    "Refund of %(amount)s for order %(order)s awaits approval: another user with the approve "
+                    "permission must approve it before it is sent to Stripe."
+                ) % {"amount": refund.amount_display, "order": order.reference},
                 messages.WARNING,
             )
         else:
             self.message_user(
-                request, f"Refund of {refund.amount_display} for order {order.reference} queued.", messages.SUCCESS,
+                request,
+                gettext("Refund of %(amount)s for order %(order)s queued.")
+                % {"amount": refund.amount_display, "order": order.reference},
+                messages.SUCCESS,
             )

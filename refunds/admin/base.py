@@ -74,7 +74,7 @@ class TransitionLogInline(ReadOnlyInline):
     model = ItemTransition
     show_change_link = False
     classes = ["oms-log-inline"]
-    verbose_name = "transition"
+    verbose_name = _("transition")
 
     @admin.display(description=_("transition"))
     def transition_display(self, entry):
@@ -88,11 +88,11 @@ class TransitionLogInline(ReadOnlyInline):
     def by_display(self, entry):
         return display.actor(entry.by)
 
-    @admin.display(description="from")
+    @admin.display(description=_("from"))
     def from_display(self, entry):
         return display.state_label(entry.from_state)
 
-    @admin.display(description="to")
+    @admin.display(description=_("to"))
     def to_display(self, entry):
         return display.state_label(entry.to_state)
 

@@ -4,10 +4,11 @@ labels, Stripe ids as links to the Stripe Dashboard, failure reasons in words.""
 from __future__ import annotations
 
 from django.urls import reverse
-from django.utils import dateformat, formats, timezone
+from django.utils import dateformat, timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 from django.utils.text import Truncator
+from django.utils.translation import gettext
 
 from ..conf import app_settings
 from ..models import ItemState, RefundOrigin, RefundStatus, transition_label
@@ -70,7 +71,7 @@ def failure_reason_in_words(failure_reason: str) -> str:
     if not failure_reason:
         return ""
     if failure_reason.startswith("stripe_error: "):
-        return f"Stripe refused the refund ({failure_reason.removeprefix('stripe_error: ')})"
+        return gettext("Stripe refused the refund (%(error)s)") % {"error": failure_reason.removeprefix("stripe_error: ")}
     return STRIPE_FAILURE_REASONS.get(failure_reason, failure_reason.replace("_", " "))
 
 
@@ -109,7 +110,7 @@ def stripe_dashboard_url(stripe_refund_id: str) -> str:
 
 def stripe_refund_link(stripe_refund_id: str | None):
     if not stripe_refund_id:
-        return "— (not yet at Stripe)"
+        return gettext("— (not yet at Stripe)")
     return format_html(
         '<a href="{}" target="_blank" rel="noopener noreferrer" class="oms-stripe-link">{}</a>',
         stripe_dashboard_url(stripe_refund_id),
@@ -128,11 +129,11 @@ def admin_link(obj, text=None):
 def approval(refund) -> str:
     """Dual control on a refund's page: who approved or rejected it, or that it waits."""
     if refund.approved_by_id:
-        return f"approved by {refund.approved_by.get_username()}"
+        return gettext("approved by %(user)s") % {"user": refund.approved_by.get_username()}
     if refund.rejected_by_id:
-        return f"rejected by {refund.rejected_by.get_username()}"
+        return gettext("rejected by %(user)s") % {"user": refund.rejected_by.get_username()}
     if refund.status == RefundStatus.AWAITING_APPROVAL:
-        return "awaiting approval by a second user"
+        return gettext("awaiting approval by a second user")
     return "—"
 
 
@@ -145,10 +146,10 @@ def when(moment) -> str:
     """A moment of the audit, to the second, in the active time zone."""
     if moment is None:
         return "—"
+    # ISO 8601 in every language (DIN 5008 writes it too): unambiguous, and sorts as it reads.
     local = timezone.localtime(moment)
     return format_html(
-        '<span class="oms-when">{}&nbsp;{}</span>', formats.date_format(local, "SHORT_DATE_FORMAT"),
-        dateformat.format(local, "H:i:s"),
+        '<span class="oms-when">{}&nbsp;{}</span>', dateformat.format(local, "Y-m-d"), dateformat.format(local, "H:i:s"),
     )
 
 

@@ -6,7 +6,7 @@ import json
 
 from django.contrib import admin, messages
 from django.utils.html import format_html
-from django.utils.translation import gettext_lazy as _, ngettext
+from django.utils.translation import gettext, gettext_lazy as _, ngettext
 
 from ..models import TRANSITION_LABELS, ItemTransition, StripeEvent, transition_label
 from . import display
@@ -14,11 +14,11 @@ from .base import ReadOnlyAdmin
 
 
 class ProcessedFilter(admin.SimpleListFilter):
-    title = "outcome"
+    title = _("outcome")
     parameter_name = "outcome"
 
     def lookups(self, request, model_admin):
-        return [("processed", "processed"), ("error", "failed (has an error)"), ("unprocessed", "not processed")]
+        return [("processed", _("processed")), ("error", _("failed (has an error)")), ("unprocessed", _("not processed"))]
 
     def queryset(self, request, queryset):
         if self.value() == "processed":
@@ -53,15 +53,15 @@ class StripeEventAdmin(ReadOnlyAdmin):
     def processed_display(self, event):
         return display.when(event.processed_at)
 
-    @admin.display(description="error")
+    @admin.display(description=_("error"))
     def error_display(self, event):
         return display.first_line(event.error)
 
-    @admin.display(description="refund")
+    @admin.display(description=_("refund"))
     def refund_link(self, event):
         return display.admin_link(event.refund)
 
-    @admin.display(description="payload")
+    @admin.display(description=_("payload"))
     def payload_display(self, event):
         return format_html('<pre class="oms-payload">{}</pre>', json.dumps(event.payload, indent=2, sort_keys=True))
 
@@ -69,7 +69,7 @@ class StripeEventAdmin(ReadOnlyAdmin):
         # The events stay read-only here; applying one again is a permission of its own.
         return request.user.has_perm("refunds.reprocess_stripeevent")
 
-    @admin.action(permissions=["reprocess"], description="Reprocess selected events")
+    @admin.action(permissions=["reprocess"], description=_("Reprocess selected events"))
     def reprocess(self, request, queryset):
         """Apply stored events again, oldest first; each in its own transaction (webhooks.process_event)."""
         from ..webhooks import process_event  # the webhook module imports services; keep admin import light
@@ -84,8 +84,8 @@ class StripeEventAdmin(ReadOnlyAdmin):
                 )
                 self.message_user(
                     request,
-                    f"Stripe event {event.stripe_event_id} ({event.type}) could not be applied: "
-                    f"{error.__class__.__name__}: {error}",
+                    gettext("Stripe event %(id)s (%(type)s) could not be applied: %(error)s")
+                    % {"id": event.stripe_event_id, "type": event.type, "error": f"{error.__class__.__name__}: {error}"},
                     messages.ERROR,
                 )
             else:
@@ -137,10 +137,10 @@ class ItemTransitionAdmin(ReadOnlyAdmin):
     def by_display(self, entry):
         return display.actor(entry.by)
 
-    @admin.display(description="from", ordering="from_state")
+    @admin.display(description=_("from"), ordering="from_state")
     def from_display(self, entry):
         return display.state_label(entry.from_state)
 
-    @admin.display(description="to", ordering="to_state")
+    @admin.display(description=_("to"), ordering="to_state")
     def to_display(self, entry):
         return display.state_label(entry.to_state)

@@ -25,7 +25,7 @@ class ItemTransitionInline(TransitionLogInline):
     fk_name = "item"
     fields = ["at_display", "transition_display", "from_display", "to_display", "by_display", "refund"]
     readonly_fields = fields
-    verbose_name_plural = "transition history"
+    verbose_name_plural = _("transition history")
     ordering = ["-at", "-pk"]  # newest first, as everywhere in the Back Office
 
     def get_queryset(self, request):
@@ -59,15 +59,15 @@ class OrderItemAdmin(ReadOnlyAdmin):
         )
 
     # --- columns and fields ---------------------------------------------------------------
-    @admin.display(description="order", ordering="order__reference")
+    @admin.display(description=_("order"), ordering="order__reference")
     def order_link(self, item):
         return display.admin_link(item.order, item.order.reference)
 
-    @admin.display(description="amount", ordering="amount")
+    @admin.display(description=_("amount"), ordering="amount")
     def amount_display(self, item):
         return display.money(item.amount, item.order.currency)
 
-    @admin.display(description="state", ordering="state")
+    @admin.display(description=_("state"), ordering="state")
     def state_display(self, item):
         return display.state_label(item.state)
 
@@ -75,7 +75,7 @@ class OrderItemAdmin(ReadOnlyAdmin):
     def state_changed_display(self, item):
         return display.when(item.state_changed_at)
 
-    @admin.display(description="latest refund")
+    @admin.display(description=_("latest refund"))
     def latest_refund_display(self, item):
         if item.latest_refund_id is None:
             return "—"
@@ -86,7 +86,7 @@ class OrderItemAdmin(ReadOnlyAdmin):
             display.refund_status_label(item.latest_refund_status),
         )
 
-    @admin.display(description="refunds")
+    @admin.display(description=_("refunds"))
     def refunds_display(self, item):
         refunds = item.refunds.order_by("-created_at", "-pk")
         if not refunds:
@@ -115,7 +115,7 @@ class OrderItemAdmin(ReadOnlyAdmin):
     def has_confirm_refund_permission(self, request):
         return has_confirm_refund_permission(request)
 
-    @admin.action(permissions=["refund"], description="Refund selected items")
+    @admin.action(permissions=["refund"], description=_("Refund selected items"))
     def refund_items(self, request, queryset):
         """The selected items, grouped per order, after a confirmation page."""
         return refund_with_confirmation(
@@ -124,19 +124,19 @@ class OrderItemAdmin(ReadOnlyAdmin):
             items=queryset,
             action="refund_items",
             selected_ids=queryset.values_list("pk", flat=True),
-            title="Refund items",
+            title=_("Refund items"),
             cancel_url=reverse("admin:refunds_orderitem_changelist"),
         )
 
     @admin.action(
         permissions=["confirm_refund"],
-        description="Confirm refund now (do not wait for the settlement period)",
+        description=_("Confirm refund now (do not wait for the settlement period)"),
     )
     def confirm_refund_now(self, request, queryset):
         try:
             items = services.confirm_refund_now(items=list(queryset.values_list("pk", flat=True)), user=request.user)
         except RefundError as error:
-            self.message_user(request, f"Nothing was confirmed: {error}", messages.ERROR)
+            self.message_user(request, gettext("Nothing was confirmed: %(error)s") % {"error": error}, messages.ERROR)
             return
         # Each item's History page (django.contrib.admin's LogEntry), in one insert.
         LogEntry.objects.log_actions(

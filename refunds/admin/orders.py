@@ -28,7 +28,7 @@ def state_count_field(state: str) -> str:
 
 
 class ItemStateFilter(admin.SimpleListFilter):
-    title = "item state"
+    title = _("item state")
     parameter_name = "item_state"
 
     def lookups(self, request, model_admin):
@@ -45,16 +45,16 @@ class OrderItemInline(ReadOnlyInline):
     model = OrderItem
     fields = ["sku", "name", "amount_display", "state_display", "state_changed_at"]
     readonly_fields = fields
-    verbose_name_plural = "items"
+    verbose_name_plural = _("items")
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("order")
 
-    @admin.display(description="amount")
+    @admin.display(description=_("amount"))
     def amount_display(self, item):
         return display.money(item.amount, item.order.currency)
 
-    @admin.display(description="state")
+    @admin.display(description=_("state"))
     def state_display(self, item):
         return display.state_label(item.state)
 
@@ -66,28 +66,28 @@ class RefundInline(ReadOnlyInline):
         "origin_display", "created_by", "created_at",
     ]
     readonly_fields = fields
-    verbose_name_plural = "refunds"
+    verbose_name_plural = _("refunds")
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("created_by")
 
-    @admin.display(description="Stripe refund")
+    @admin.display(description=_("Stripe refund"))
     def stripe_id_display(self, refund):
         return display.stripe_refund_link(refund.stripe_refund_id)
 
-    @admin.display(description="amount")
+    @admin.display(description=_("amount"))
     def amount_display(self, refund):
         return refund.amount_display
 
-    @admin.display(description="status")
+    @admin.display(description=_("status"))
     def status_display(self, refund):
         return display.refund_status_label(refund.status)
 
-    @admin.display(description="failure reason")
+    @admin.display(description=_("failure reason"))
     def failure_display(self, refund):
         return display.failure_reason_in_words(refund.failure_reason)
 
-    @admin.display(description="made")
+    @admin.display(description=_("made"))
     def origin_display(self, refund):
         return display.origin_label(refund.origin)
 
@@ -208,7 +208,7 @@ class OrderAdmin(AmountRefundView, ReadOnlyAdmin):
     def has_refund_permission(self, request):
         return has_refund_permission(request)
 
-    @admin.action(permissions=["refund"], description="Refund selected orders")
+    @admin.action(permissions=["refund"], description=_("Refund selected orders"))
     def refund_orders(self, request, queryset):
         """Every refundable item of each selected order, after a confirmation page."""
         return refund_with_confirmation(
@@ -217,7 +217,7 @@ class OrderAdmin(AmountRefundView, ReadOnlyAdmin):
             items=OrderItem.objects.filter(order__in=queryset.values("pk")),
             action="refund_orders",
             selected_ids=queryset.values_list("pk", flat=True),
-            title="Refund orders",
+            title=_("Refund orders"),
             cancel_url=reverse("admin:refunds_order_changelist"),
         )
 
@@ -242,7 +242,7 @@ class OrderAdmin(AmountRefundView, ReadOnlyAdmin):
             request,
             items=order.items.all(),
             action=None,
-            title=f"Refund order {order.reference}",
+            title=gettext("Refund order %(order)s") % {"order": order.reference},
             cancel_url=order_url,
         )
         return response or HttpResponseRedirect(order_url)

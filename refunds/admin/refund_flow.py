@@ -14,7 +14,7 @@ from django import forms
 from django.contrib import messages
 from django.contrib.admin import helpers
 from django.template.response import TemplateResponse
-from django.utils.translation import ngettext
+from django.utils.translation import gettext, gettext_lazy as _, ngettext
 
 from .. import services
 from ..exceptions import RefundError
@@ -25,16 +25,16 @@ from .double_submit import report_already_refunded
 
 class RefundConfirmationForm(forms.Form):
     reason = forms.ChoiceField(
-        label="Reason",
-        choices=[("", "— none —"), *RefundReason.choices],
+        label=_("Reason"),
+        choices=[("", _("— none —")), *RefundReason.choices],
         required=False,
-        help_text="Sent to Stripe with the refund; optional.",
+        help_text=_("Sent to Stripe with the refund; optional."),
     )
     note = forms.CharField(
-        label="Note",
+        label=_("Note"),
         required=False,
         widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
-        help_text="Kept with the refund for the Back Office; not sent to Stripe.",
+        help_text=_("Kept with the refund for the Back Office; not sent to Stripe."),
     )
 
 
@@ -74,7 +74,7 @@ def refund_with_confirmation(
         if not confirmed:
             modeladmin.message_user(
                 request,
-                "Nothing was refunded: confirm the refund on this page first.",
+                gettext("Nothing was refunded: confirm the refund on this page first."),
                 messages.WARNING,
             )
         elif confirmed != fingerprint(plans) and report_already_refunded(modeladmin, request, confirmed_items):
@@ -84,8 +84,10 @@ def refund_with_confirmation(
         elif confirmed != fingerprint(plans):
             modeladmin.message_user(
                 request,
-                "The selection changed since the confirmation page was shown (another refund or a "
-                "Stripe update). Nothing was refunded; check the amounts below and confirm again.",
+                gettext(
+                    "The selection changed since the confirmation page was shown (another refund or a "
+                    "Stripe update). Nothing was refunded; check the amounts below and confirm again."
+                ),
                 messages.WARNING,
             )
         elif form.is_valid():
@@ -137,11 +139,14 @@ def submit(
         for problem in plan.problems:
             modeladmin.message_user(request, problem, messages.WARNING)
         for blocked in plan.blocked:
-            modeladmin.message_user(request, f"{blocked.item} was not refunded: {blocked.reason}.", messages.WARNING)
+            modeladmin.message_user(
+                request, gettext("%(item)s was not refunded: %(reason)s.") % {"item": blocked.item, "reason": blocked.reason},
+                messages.WARNING,
+            )
 
     refundable = [plan for plan in plans if plan.can_refund]
     if not refundable:
-        modeladmin.message_user(request, "Nothing was refunded: no selected item can be refunded.", messages.ERROR)
+        modeladmin.message_user(request, gettext("Nothing was refunded: no selected item can be refunded."), messages.ERROR)
         return
     try:
         refunds = services.request_refund(
@@ -155,7 +160,7 @@ def submit(
         # first refunded them under the order's lock, and this one found them taken.
         requested = confirmed_items or {item.pk for plan in refundable for item in plan.items}
         if not report_already_refunded(modeladmin, request, requested):
-            modeladmin.message_user(request, f"Nothing was refunded: {error}", messages.ERROR)
+            modeladmin.message_user(request, gettext("Nothing was refunded: %(error)s") % {"error": error}, messages.ERROR)
         return
 
     item_counts = {plan.order.pk: len(plan.items) for plan in refundable}
@@ -179,7 +184,7 @@ def submit(
         ) % {"count": count, "order": orders[refund.order_id].reference, "amount": refund.amount_display}
         if getattr(refund, "task_enqueued", None) is False:
             # Made and committed; only its task could not be enqueued (services/outbox.py).
-            text += f" ({services.QUEUE_UNREACHABLE})"
+            text += f" ({gettext(services.QUEUE_UNREACHABLE)})"
         modeladmin.message_user(request, text, messages.SUCCESS)
 
 

@@ -12,6 +12,7 @@ import logging
 import re
 
 from django.db import transaction
+from django.utils.translation import gettext
 
 from .. import selectors
 from ..exceptions import AlreadyRequested, InvalidAmount, OrderNotRefundable, OverRefund, RefundError
@@ -20,7 +21,7 @@ from ..money import format_money, is_known_currency
 from .approvals import hold_or_queue, needs_approval
 from .outbox import submit_after_commit
 from .audit import Actor
-from .planning import captured_amount, over_refund_problem
+from .planning import captured_amount, not_paid_problem, over_refund_problem, unknown_currency_problem
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ def request_amount_refund(
     if isinstance(amount, bool) or not isinstance(amount, int):
         raise InvalidAmount(f"The amount must be a whole number of minor units (cents), not {amount!r}.")
     if amount <= 0:
-        raise InvalidAmount("The amount must be above zero.")
+        raise InvalidAmount(gettext("The amount must be above zero."))
     if reason and reason not in RefundReason.values:
         raise RefundError(f"Unknown refund reason {reason!r}; choose one of {', '.join(RefundReason.values)}.")
     if request_key and not _REQUEST_KEY.fullmatch(request_key):
@@ -64,13 +65,9 @@ def request_amount_refund(
             raise RefundError(f"Order #{order_id} does not exist.") from None
         items = list(OrderItem.objects.select_for_update().filter(order=locked).order_by("pk"))
         if not locked.is_paid:
-            raise OrderNotRefundable(
-                f"Order {locked.reference} is not paid (it has no Stripe PaymentIntent), so nothing can be refunded."
-            )
+            raise OrderNotRefundable(not_paid_problem(locked))
         if not is_known_currency(locked.currency):
-            raise OrderNotRefundable(
-                f"Order {locked.reference} has an unknown currency {locked.currency!r}; fix the order before refunding."
-            )
+            raise OrderNotRefundable(unknown_currency_problem(locked))
         if request_key:
             # Under the order's lock: a second POST of the same form waits for the first to commit.
             done = Refund.objects.filter(order=locked, idempotency_key=_idempotency_key(request_key)).first()

@@ -1,9 +1,10 @@
 from django.apps import AppConfig
+from django.utils.translation import gettext_lazy as _
 
 
 class RefundsConfig(AppConfig):
     name = "refunds"
-    verbose_name = "Refunds"
+    verbose_name = _("Refunds")
     # The migrations' primary keys, whatever the host project's DEFAULT_AUTO_FIELD says.
     default_auto_field = "django.db.models.BigAutoField"
 

@@ -123,6 +123,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 LANGUAGE_CODE = env.str("DJANGO_LANGUAGE_CODE", default="en-us")
 LANGUAGES = [("en", "English"), ("de", "Deutsch")]
 TIME_ZONE = env.str("DJANGO_TIME_ZONE", default="UTC")
+FORMAT_MODULE_PATH = ["refunds_project.formats"]  # times to the second
 USE_I18N = True
 USE_TZ = True
 

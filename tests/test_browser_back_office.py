@@ -1,9 +1,11 @@
 """The Back Office as real staff meet it, in Debian's Chromium: a double click under network
 latency, pages at 1280 px, and the Back Office in German."""
 
+import json
 import os
 import re
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
@@ -130,3 +132,138 @@ def test_a_double_submit_the_button_cannot_stop_is_answered_with_the_refund_it_m
         for text in shown
     ), shown
     assert link == f"/admin/refunds/refund/{refund.pk}/change/"
+
+
+# --- Every page fits at 1280 px, light and dark, English and German -----------------------------
+
+LONG_EVENT_ID = "evt_oms_trigger_3QdFz2LkdIwHu7ix0tSHq1ZbRefundUpdated1732694400"
+SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
+
+
+@pytest.fixture
+def screenshot_dir(tmp_path) -> Path:
+    if os.environ.get("SAVE_SCREENSHOTS") == "1":
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        return SCREENSHOTS
+    return tmp_path
+
+
+@pytest.fixture
+def busy_back_office(fake_stripe, settings):
+    """A shop's Back Office after a busy week: refunds in every state, a Stripe decline with a
+    long trigger event id, a refund awaiting approval, a Stripe Dashboard refund, open cases."""
+    from django.db import transaction
+
+    from refunds import services
+    from refunds.models import ItemState, OrderItem, RefundOrigin, RefundStatus, StripeEvent
+    from refunds.services import Actor, attention
+    from refunds.services.audit import transition_items
+
+    alice = UserFactory(username="alice", is_superuser=True)
+    UserFactory(username="bob", is_superuser=True)
+    orders = []
+    for n, (email, items) in enumerate([
+        ("mia.schmidt@example.com", [("TEE-BLK-M", "T-shirt, black, M", 2500), ("HOOD-GRY-L", "Hoodie, grey, L", 5990),
+                                     ("CAP-NVY", "Cap, navy", 1750), ("SOCK-3PK", "Socks, 3-pack", 1200)]),
+        ("leonie.hoffmann-schulze@example-shop.de", [("COAT-NVY-M", "Wool coat, navy, M", 12900),
+                                                     ("SCARF-RED", "Scarf, red, long knitted winter scarf", 1690)]),
+        ("jan.weber@example.com", [("BOOT-BRN-42", "Boots, brown, 42", 8900)]),
+    ]):
+        order = OrderFactory(reference=f"DE--{2040 + n}", customer_email=email, shipping_amount=495)
+        for sku, name, amount in items:
+            OrderItemFactory(order=order, sku=sku, name=name, amount=amount)
+        orders.append(order)
+    first, second, third = orders
+    fake_stripe.next_status = "succeeded"
+    (done,) = services.request_refund(items=list(first.items.all()[:2]), user=alice, reason="requested_by_customer")
+    services.submit_refund(refund_id=done.pk)
+    fake_stripe.next_status = "pending"
+    (pending,) = services.request_refund(items=[first.items.get(sku="SOCK-3PK")], user=alice)
+    services.submit_refund(refund_id=pending.pk)
+    # Stripe declines the pending refund: the audit row names the (long) trigger event.
+    with transaction.atomic():
+        items = list(OrderItem.objects.select_for_update().filter(pk__in=pending.items.values("pk")))
+        transition_items(items, "refund_failed", by=Actor.stripe_event(LONG_EVENT_ID), refund=pending)
+        Refund.objects.filter(pk=pending.pk).update(status=RefundStatus.FAILED, failure_reason="expired_or_canceled_card")
+    StripeEvent.objects.create(
+        stripe_event_id=LONG_EVENT_ID, type="charge.refund.updated", refund=pending, payload={"id": LONG_EVENT_ID},
+        error="InvalidEvent: the refund re_3QdFz2LkdIwHu7ix0tSHq1Zb names an order whose PaymentIntent "
+              "pi_3QdFz2LkdIwHu7ix0tSHq1Zb_does_not_match " * 3,
+    )
+    settings.REFUND_APPROVAL_THRESHOLDS = {"eur": 10000}
+    services.request_refund(items=list(second.items.all()), user=alice, note="Coat returned unworn, scarf missing its tag.")
+    Refund.objects.create(
+        order=third, amount=500, currency="eur", origin=RefundOrigin.STRIPE_DASHBOARD,
+        stripe_refund_id="re_3QdashboardGoodwillRefundMadeByHandInTheDashboard", status=RefundStatus.SUCCEEDED,
+    )
+    attention.open_case(kind="refund_failed", refund=pending, detail="Refund re_fake000002 of €12.00 for order "
+                        "DE--2040 was failed by Stripe (expired_or_canceled_card). " * 2)
+    assert OrderItem.objects.filter(state=ItemState.PAYMENT_REFUND_FAILED).exists()
+    return {"orders": orders, "refund": pending, "item": first.items.get(sku="SOCK-3PK")}
+
+
+def back_office_pages(data) -> list[tuple[str, str]]:
+    from refunds.models import AttentionCase, ItemTransition, StripeEvent
+
+    order, refund, item = data["orders"][0], data["refund"], data["item"]
+    event = StripeEvent.objects.get()
+    return [
+        ("index", "/admin/"),
+        ("orders", "/admin/refunds/order/"),
+        ("order", f"/admin/refunds/order/{order.pk}/change/"),
+        ("order-refund", f"/admin/refunds/order/{order.pk}/refund/"),
+        ("order-amount", f"/admin/refunds/order/{order.pk}/refund-amount/"),
+        ("items", "/admin/refunds/orderitem/"),
+        ("item", f"/admin/refunds/orderitem/{item.pk}/change/"),
+        ("refunds", "/admin/refunds/refund/"),
+        ("refund", f"/admin/refunds/refund/{refund.pk}/change/"),
+        ("events", "/admin/refunds/stripeevent/"),
+        ("event", f"/admin/refunds/stripeevent/{event.pk}/change/"),
+        ("transitions", "/admin/refunds/itemtransition/"),
+        ("transition", f"/admin/refunds/itemtransition/{ItemTransition.objects.order_by('-pk').first().pk}/change/"),
+        ("attention", "/admin/refunds/attention/"),
+        ("case", f"/admin/refunds/attention/{AttentionCase.objects.get().pk}/change/"),
+    ]
+
+
+def overflow(page) -> dict:
+    """How far the document is wider than the window, and the widest culprits."""
+    return page.evaluate(
+        """() => {
+          const width = window.innerWidth;
+          const wide = [...document.querySelectorAll('body *')]
+            .filter(el => el.getBoundingClientRect().right > width + 1)
+            .slice(0, 5).map(el => el.tagName + '.' + el.className + ' ' + Math.round(el.getBoundingClientRect().right));
+          // A table scrolling inside its own box hides columns as surely as a page does.
+          const hidden = [...document.querySelectorAll('#changelist .results, .inline-group fieldset.module, .oms-history')]
+            .filter(el => el.scrollWidth > el.clientWidth + 1)
+            .map(el => el.className + ' ' + el.scrollWidth + '>' + el.clientWidth);
+          return {excess: Math.max(document.documentElement.scrollWidth - width, hidden.length), wide, hidden};
+        }"""
+    )
+
+
+@pytest.mark.parametrize("scheme,locale", [("light", "en-US"), ("dark", "en-US"), ("light", "de")])
+def test_every_back_office_page_fits_1280_px(live_server, busy_back_office, screenshot_dir, scheme, locale):
+    pages = back_office_pages(busy_back_office)
+    too_wide = {}
+    with chromium_page(color_scheme=scheme, locale=locale) as page:
+        log_in(page, live_server.url, "alice", "/admin/")
+        for name, path in pages:
+            page.goto(f"{live_server.url}{path}")
+            result = overflow(page)
+            if result["excess"] > 0:
+                too_wide[name] = result
+            if scheme == "light" and locale == "en-US" or name in ("orders", "item"):
+                page.screenshot(path=screenshot_dir / f"{name}-{scheme}-{locale[:2]}.png", full_page=True)
+        # The refund confirmation page, reached as a user reaches it.
+        page.goto(f"{live_server.url}/admin/refunds/orderitem/")
+        page.check("#action-toggle")
+        page.select_option('select[name="action"]', "refund_items")
+        page.click('button[name="index"]')
+        page.wait_for_selector("body.refund-confirmation")
+        if overflow(page)["excess"] > 0:
+            too_wide["confirmation"] = overflow(page)
+        if scheme == "light":
+            page.screenshot(path=screenshot_dir / f"confirmation-{scheme}-{locale[:2]}.png", full_page=True)
+    assert too_wide == {}, json.dumps(too_wide, indent=1)

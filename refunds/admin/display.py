@@ -148,8 +148,10 @@ def when(moment) -> str:
         return "—"
     # ISO 8601 in every language (DIN 5008 writes it too): unambiguous, and sorts as it reads.
     local = timezone.localtime(moment)
+    # Date and time each on one line; in a narrow column the time goes below the date.
     return format_html(
-        '<span class="oms-when">{}&nbsp;{}</span>', dateformat.format(local, "Y-m-d"), dateformat.format(local, "H:i:s"),
+        '<span class="oms-when"><span>{}</span> <span>{}</span></span>',
+        dateformat.format(local, "Y-m-d"), dateformat.format(local, "H:i:s"),
     )
 
 

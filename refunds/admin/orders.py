@@ -107,7 +107,7 @@ class OrderChangeList(ChangeList):
 class OrderAdmin(AmountRefundView, ReadOnlyAdmin):
     list_display = [
         "reference", "customer_email", "captured_list", "refunded_list", "in_flight_list", "remaining_list",
-        "item_states", "created_at",
+        "item_states", "created_display",
     ]
     list_filter = [ItemStateFilter, CurrencyFilter, "created_at"]
     search_fields = [
@@ -157,6 +157,10 @@ class OrderAdmin(AmountRefundView, ReadOnlyAdmin):
     @admin.display(description=_("remaining"))
     def remaining_list(self, order):
         return display.money(order.money_summary.remaining, order.currency)
+
+    @admin.display(description=_("created at"), ordering="created_at")
+    def created_display(self, order):
+        return display.when(order.created_at)
 
     @admin.display(description=_("item states"))
     def item_states(self, order):

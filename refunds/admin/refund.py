@@ -7,7 +7,7 @@ from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.http import HttpResponseNotAllowed, HttpResponseRedirect
 from django.urls import path, reverse
-from django.utils.html import format_html_join
+from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext, gettext_lazy as _
 
 from .. import services
@@ -60,9 +60,10 @@ class RefundTransitionInline(TransitionLogInline):
 @admin.register(Refund)
 class RefundAdmin(ApprovalActions, ExportActions, ReadOnlyAdmin):
     list_display = [
-        "__str__", "order_link", "amount_display", "status_display", "failure_display", "origin_display",
-        "created_by", "created_at",
+        "refund_display", "order_link", "amount_display", "status_display", "failure_display", "origin_display",
+        "created_by", "created_display",
     ]
+    list_display_links = ["refund_display"]
     list_filter = ["status", "origin", "reason", "created_at"]
     search_fields = [
         "stripe_refund_id", "order__reference", "order__customer_email", "order__stripe_payment_intent_id",
@@ -84,6 +85,14 @@ class RefundAdmin(ApprovalActions, ExportActions, ReadOnlyAdmin):
         ]}),
     ]
     readonly_fields = [field for _, options in fieldsets for field in options["fields"]]
+
+    @admin.display(description=_("refund"), ordering="stripe_refund_id")
+    def refund_display(self, refund):
+        return format_html('<span class="oms-stripe-id">{}</span>', refund)
+
+    @admin.display(description=_("requested at"), ordering="created_at")
+    def created_display(self, refund):
+        return display.when(refund.created_at)
 
     @admin.display(description=_("order"), ordering="order__reference")
     def order_link(self, refund):

@@ -267,3 +267,40 @@ def test_every_back_office_page_fits_1280_px(live_server, busy_back_office, scre
         if scheme == "light":
             page.screenshot(path=screenshot_dir / f"confirmation-{scheme}-{locale[:2]}.png", full_page=True)
     assert too_wide == {}, json.dumps(too_wide, indent=1)
+
+
+def test_the_back_office_in_german(live_server, fake_stripe, screenshot_dir):
+    """A browser that asks for German (Accept-Language: de) gets the item states, the
+    confirmation page and the money in German."""
+    fake_stripe.next_status = "pending"
+    UserFactory(username="alice", is_superuser=True)
+    order = OrderFactory(reference="DE--4711", customer_email="anna.wagner@example.de", shipping_amount=0)
+    sofa = OrderItemFactory(order=order, sku="SOFA-3S-GRN", name="Sofa, 3-Sitzer, grün", amount=124900)
+    lamp = OrderItemFactory(order=order, sku="LAMP-BRS", name="Stehleuchte, Messing", amount=8990)
+
+    with chromium_page(locale="de") as page:
+        log_in(page, live_server.url, "alice", "/admin/refunds/orderitem/")
+        page.wait_for_selector("#result_list")
+        assert page.locator("#site-name").inner_text() == "Erstattungen – Back Office"
+        assert set(page.locator("#result_list .oms-state").all_inner_texts()) == {"Zahlung erfasst"}
+        assert "€1.249,00" in page.locator("#result_list").inner_text()
+        page.check(f'input.action-select[value="{sofa.pk}"]')
+        page.select_option('select[name="action"]', "refund_items")
+        page.click('button[name="index"]')
+        page.wait_for_selector("body.refund-confirmation")
+
+        assert page.locator("h1").inner_text() == "Positionen erstatten"
+        assert page.locator(".oms-plan h2").inner_text().startswith("Bestellung DE--4711")
+        assert page.locator(".oms-total").inner_text() == "€1.249,00"
+        page.screenshot(path=screenshot_dir / "confirmation-german.png", full_page=True)
+        page.click('input[type=submit][value="Ja, erstatten"]')
+        page.wait_for_selector("#result_list")
+
+        assert page.locator("ul.messagelist li.success").inner_text() == (
+            "1 Position der Bestellung DE--4711 zur Erstattung eingereiht: €1.249,00"
+        )
+        row = page.locator("#result_list tr", has=page.locator(f'input.action-select[value="{sofa.pk}"]'))
+        assert row.locator(".oms-state").inner_text() == "Zahlungserstattung ausstehend"
+
+    assert OrderItem.objects.get(pk=lamp.pk).state == ItemState.PAYMENT_CAPTURED
+    assert Refund.objects.get().amount == 124900

@@ -95,6 +95,7 @@ class AmountRefundView:
         opts = self.model._meta
         context = {
             **self.admin_site.each_context(request),
+            "is_nav_sidebar_enabled": False,  # the content gets the page's width
             "title": gettext("Refund an amount of order %(order)s") % {"order": order.reference},
             "subtitle": None,
             "opts": opts,

@@ -80,6 +80,7 @@ class ApprovalActions:
         opts = self.model._meta
         context = {
             **self.admin_site.each_context(request),
+            "is_nav_sidebar_enabled": False,  # the content gets the page's width
             "title": gettext("Approve refunds") if decision == APPROVE else gettext("Reject refunds"),
             "subtitle": None,
             "opts": opts,

@@ -189,6 +189,7 @@ class AttentionAdmin(ReadOnlyAdmin):
         opts = self.model._meta
         context = {
             **self.admin_site.each_context(request),
+            "is_nav_sidebar_enabled": False,  # the content gets the page's width
             "title": gettext("Resolve cases"),
             "subtitle": None,
             "opts": opts,

@@ -141,6 +141,7 @@ def forbidden(modeladmin, request, reason: str = ""):
     opts = modeladmin.model._meta
     context = {
         **modeladmin.admin_site.each_context(request),
+        "is_nav_sidebar_enabled": False,  # the content gets the page's width
         "title": _("Not allowed"),
         "subtitle": None,
         "opts": opts,

@@ -100,6 +100,7 @@ def refund_with_confirmation(
     opts = modeladmin.model._meta
     context = {
         **modeladmin.admin_site.each_context(request),
+        "is_nav_sidebar_enabled": False,  # the content gets the page's width
         "title": title,
         "subtitle": None,
         "opts": opts,

@@ -238,7 +238,11 @@ def overflow(page) -> dict:
           const hidden = [...document.querySelectorAll('#changelist .results, .inline-group fieldset.module, .oms-history')]
             .filter(el => el.scrollWidth > el.clientWidth + 1)
             .map(el => el.className + ' ' + el.scrollWidth + '>' + el.clientWidth);
-          return {excess: Math.max(document.documentElement.scrollWidth - width, hidden.length), wide, hidden};
+          // Every column says what it holds (the action checkboxes aside).
+          const unnamed = [...document.querySelectorAll('thead th')]
+            .filter(th => !th.classList.contains('action-checkbox-column') && !th.querySelector('input') && !th.innerText.trim())
+            .map(th => th.className || th.closest('table').id || 'th');
+          return {excess: Math.max(document.documentElement.scrollWidth - width, hidden.length, unnamed.length), wide, hidden, unnamed};
         }"""
     )
 

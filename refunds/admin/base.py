@@ -65,6 +65,7 @@ class ReadOnlyInline(admin.TabularInline):
     extra = 0
     can_delete = False
     show_change_link = True
+    template = "admin/refunds/includes/tabular_readonly.html"
 
     def has_add_permission(self, request, obj=None):
         return False

@@ -95,7 +95,7 @@ def test_approve_shows_a_confirmation_page_then_approves(approver_client, held, 
     assert table_rows(page, "approval-refunds") == [[
         f"#{held.pk} awaiting approval (not yet sent to Stripe)", held.order.reference,
         ", ".join(held.items.order_by("pk").values_list("sku", flat=True)),
-        f"alice, {held.created_at:%Y-%m-%d %H:%M}", "—", "€30.00", "Yes",
+        f"alice, {held.created_at:%Y-%m-%d %H:%M:%S}", "—", "€30.00", "Yes",
     ]]
     assert Refund.objects.get().status == RefundStatus.AWAITING_APPROVAL
 

@@ -17,7 +17,6 @@ from django.db import connections
 from django.db.models import Q
 from django.http import HttpResponseRedirect
 
-from ..money import CURRENCIES
 from ..models import Order
 
 # A filtered list counts its rows up to this many; beyond it the page says "1000" and the
@@ -95,34 +94,6 @@ class ChoicesFilter(admin.SimpleListFilter):
         if self.value() in {value for value, _ in self.lookup_choices}:
             return queryset.filter(**{self.field: self.value()})
         return queryset
-
-
-CURRENCY_CHOICES = [(code, code.upper()) for code in sorted(CURRENCIES)]
-
-
-class OrderCurrencyFilter(ChoicesFilter):
-    title = "currency"
-    parameter_name = "currency"
-    field = "currency"
-    values = CURRENCY_CHOICES
-
-
-class ItemCurrencyFilter(ChoicesFilter):
-    title = "currency"
-    parameter_name = "order__currency"
-    field = "order__currency"
-    values = CURRENCY_CHOICES
-
-
-ITEM_TRANSITIONS = ["start_refund", "refund_succeeded", "refund_failed", "confirm_refund",
-                    "request_approval", "approve_refund", "reject_refund"]
-
-
-class TransitionFilter(ChoicesFilter):
-    title = "transition"
-    parameter_name = "transition"
-    field = "transition"
-    values = [(name, name.replace("_", " ")) for name in ITEM_TRANSITIONS]
 
 
 # --- search ---------------------------------------------------------------------------------

@@ -48,6 +48,9 @@ INSTALLED_APPS = [
     "axes",  # Back Office logins throttled after repeated failures
     "django_otp",  # a second factor (TOTP) for users who may refund, with REFUND_REQUIRE_2FA
     "django_otp.plugins.otp_totp",
+    "rest_framework",  # the REST API (refunds/api)
+    "drf_spectacular",  # its OpenAPI schema
+    "drf_spectacular_sidecar",  # Swagger UI's files, served locally
     "refunds",
 ]
 

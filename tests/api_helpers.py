@@ -15,7 +15,8 @@ PROBLEM = "application/problem+json"
 
 def user_with(*permissions: str, username: str | None = None):
     """A user holding exactly the given `refunds.*` permissions (codenames)."""
-    user = UserFactory(**({"username": username} if username else {}))
+    # No password: a token's user needs none, and hashing one per test is slow.
+    user = UserFactory(password=None, **({"username": username} if username else {}))
     if permissions:
         user.user_permissions.set(
             Permission.objects.filter(content_type__app_label="refunds", codename__in=[p.split(".")[-1] for p in permissions])
@@ -73,3 +74,10 @@ def order_body(reference: str = "SHOP-1001", **overrides) -> dict:
     }
     body.update(overrides)
     return body
+
+
+def table_counts() -> dict[str, int]:
+    """Rows of every table a request could write; equal before and after = nothing written."""
+    from refunds.models import ApiIdempotencyKey, ItemTransition, Order, OrderItem, Refund
+
+    return {model.__name__: model.objects.count() for model in (Order, OrderItem, Refund, ItemTransition, ApiIdempotencyKey)}

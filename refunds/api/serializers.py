@@ -27,6 +27,12 @@ class StrictIntegerField(serializers.IntegerField):
 class StrictCharField(serializers.CharField):
     default_error_messages = {"invalid": "Must be a JSON string."}
 
+    def __init__(self, **kwargs):
+        # Blank or padded values are the services' to judge (422), like any other value.
+        kwargs.setdefault("allow_blank", True)
+        kwargs.setdefault("trim_whitespace", False)
+        super().__init__(**kwargs)
+
     def to_internal_value(self, data):
         if not isinstance(data, str):
             self.fail("invalid")
@@ -37,25 +43,29 @@ class ClosedSerializer(serializers.Serializer):
     """Refuses fields it does not know: a typo (`item` for `items`) must not pass silently."""
 
     def to_internal_value(self, data):
-        if isinstance(data, dict):
-            unknown = sorted(set(data) - set(self.fields))
-            if unknown:
-                raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
-        return super().to_internal_value(data)
+        unknown = sorted(set(data) - set(self.fields)) if isinstance(data, dict) else []
+        errors = {name: ["Unknown field."] for name in unknown}
+        try:
+            value = super().to_internal_value(data)
+        except serializers.ValidationError as error:
+            detail = error.detail if isinstance(error.detail, dict) else {"non_field_errors": error.detail}
+            raise serializers.ValidationError({**detail, **errors}) from None
+        if errors:
+            raise serializers.ValidationError(errors)
+        return value
 
 
 # --- Requests ---------------------------------------------------------------------------------
 
 class ItemLineRequest(ClosedSerializer):
-    sku = StrictCharField(help_text="Up to 64 characters.", trim_whitespace=False)
-    name = StrictCharField(help_text="Up to 255 characters.", trim_whitespace=False)
+    sku = StrictCharField(help_text="Up to 64 characters.")
+    name = StrictCharField(help_text="Up to 255 characters.")
     amount = StrictIntegerField(help_text="Price of one unit in minor units (cents), above zero.")
     quantity = StrictIntegerField(required=False, default=1, help_text="n makes n items, one per unit. Default 1.")
 
 
 class OrderRequest(ClosedSerializer):
     reference = StrictCharField(
-        trim_whitespace=False,
         help_text="The shop's order reference, unique: 1–64 letters, digits, `.`, `_`, `-`. Creating is idempotent on it.",
     )
     currency = StrictCharField(help_text="Stripe's lower-case ISO code, e.g. `eur`.")

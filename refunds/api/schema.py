@@ -41,12 +41,14 @@ API_SCHEMA_SETTINGS = {
 
 
 class ApiSchemaView(SpectacularAPIView):
+    schema = None  # not an endpoint of the API (also for drf-spectacular's `check --deploy`)
     authentication_classes: list = []
     permission_classes = [AllowAny]
     custom_settings = API_SCHEMA_SETTINGS
 
 
 class ApiDocsView(SpectacularSwaggerView):
+    schema = None
     authentication_classes: list = []
     permission_classes = [AllowAny]
     title = API_SCHEMA_SETTINGS["TITLE"]

@@ -179,6 +179,12 @@ REFUND_ALERT_WEBHOOK_URL = env.str("REFUND_ALERT_WEBHOOK_URL", default="")
 # The Back Office's address, for links in alerts ("https://oms.shop.example").
 REFUND_BACK_OFFICE_URL = env.str("REFUND_BACK_OFFICE_URL", default="")
 
+# --- REST API (refunds/api) ------------------------------------------------------------------
+# Requests per API token ("600/minute"); beyond it 429 with Retry-After. The counts live in the
+# cache: with several web processes, CACHE_URL must be a shared one (rediscache://redis:6379/1).
+REFUND_API_THROTTLE_RATE = env.str("REFUND_API_THROTTLE_RATE", default="600/minute")
+CACHES = {"default": env.cache_url("CACHE_URL", default="locmemcache://")}
+
 # --- E-mail (alerts) ------------------------------------------------------------------------
 # EMAIL_URL (django-environ: "smtp+tls://user:password@smtp.example.com:587") or the usual
 # EMAIL_HOST, EMAIL_PORT, EMAIL_HOST_USER, EMAIL_HOST_PASSWORD, EMAIL_USE_TLS / EMAIL_USE_SSL.

@@ -65,8 +65,15 @@ class Problem(exceptions.APIException):
         super().__init__(detail)
 
 
+def printable(text) -> str:
+    """A message that quotes what the client sent may hold a lone surrogate (JSON's "\ud800"),
+    which cannot be encoded as UTF-8: it is written as its escape instead."""
+    return str(text).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def problem_body(slug: str, detail: str, *, instance: str = "", status_code: int | None = None, **extra) -> dict:
     default_status, title = PROBLEMS[slug]
+    detail = printable(detail)
     body = {"type": TYPE_PREFIX + slug, "title": title, "status": status_code or default_status, "detail": detail}
     if instance:
         body["instance"] = instance
@@ -93,7 +100,7 @@ def flatten_errors(detail, prefix: str = "") -> dict[str, list[str]]:
                 flat.update(flatten_errors(value, f"{prefix}.{index}" if prefix else str(index)))
         return flat
     messages = detail if isinstance(detail, list) else [detail]
-    return {prefix or "non_field_errors": [str(message) for message in messages]}
+    return {printable(prefix or "non_field_errors"): [printable(message) for message in messages]}
 
 
 def exception_handler(exc, context):
@@ -129,7 +136,7 @@ def exception_handler(exc, context):
     if isinstance(exc, DjangoPermissionDenied):
         return problem_response("permission-denied", str(exc) or "Permission denied.", request=request)
     logger.exception("API error on %s", request.path if request is not None else "?", exc_info=exc)
-    return problem_response("server-error", "An internal error occurred; nothing was changed.", request=request)
+    return problem_response("server-error", "An internal error occurred; it is logged.", request=request)
 
 
 def not_found(request, *args, **kwargs):

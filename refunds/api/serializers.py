@@ -36,7 +36,11 @@ class StrictCharField(serializers.CharField):
     def to_internal_value(self, data):
         if not isinstance(data, str):
             self.fail("invalid")
-        return super().to_internal_value(data)
+        try:
+            data.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate ("\ud800"): no database can store it
+            self.fail("invalid")
+        return super().to_internal_value(data)  # DRF refuses U+0000 (ProhibitNullCharactersValidator)
 
 
 class ClosedSerializer(serializers.Serializer):
@@ -44,7 +48,7 @@ class ClosedSerializer(serializers.Serializer):
 
     def to_internal_value(self, data):
         unknown = sorted(set(data) - set(self.fields)) if isinstance(data, dict) else []
-        errors = {name: ["Unknown field."] for name in unknown}
+        errors = {name: ["Unknown field."] for name in unknown}  # problems.printable() escapes what needs it
         try:
             value = super().to_internal_value(data)
         except serializers.ValidationError as error:

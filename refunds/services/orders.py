@@ -129,6 +129,17 @@ def _text_problem(value, max_length: int) -> str:
         return "Required."
     if len(value) > max_length:
         return f"At most {max_length} characters."
+    return _unstorable(value)
+
+
+def _unstorable(value: str) -> str:
+    # PostgreSQL's text holds neither U+0000 nor a lone surrogate; say so instead of a 500.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "Contains a character that cannot be stored (a lone surrogate)."
+    if "\x00" in value:
+        return "Contains a character that cannot be stored (U+0000)."
     return ""
 
 
@@ -147,8 +158,10 @@ def _validate(*, reference, currency, payment_intent, customer_email, shipping_a
         add("payment_intent", "A Stripe PaymentIntent id, 'pi_' followed by letters and digits.")
     try:
         validate_email(customer_email)
+        if len(customer_email) > 254 or _unstorable(customer_email):  # the column's length (RFC 5321)
+            raise ValidationError("too long")
     except (ValidationError, TypeError):
-        add("customer_email", "A valid e-mail address.")
+        add("customer_email", "A valid e-mail address of at most 254 characters.")
     add("shipping_amount", _amount_problem(shipping_amount, allow_zero=True))
     if amount_captured is not None:
         add("amount_captured", _amount_problem(amount_captured))

@@ -1,6 +1,8 @@
 """POST /api/v1/orders/ and GET /api/v1/orders/<reference>/ through the real HTTP stack, and the
 `create_order` service behind them (DESIGN.md §8)."""
 
+import json
+
 import pytest
 
 from refunds import services
@@ -92,6 +94,7 @@ def test_a_captured_amount_below_the_items_is_kept_and_caps_refunds(client, toke
     ("payment_intent", "pi_", "pi_"),
     ("payment_intent", "pi_12 34", "pi_"),
     ("customer_email", "not-an-address", "e-mail"),
+    ("customer_email", "a" * 250 + "@example.com", "at most 254"),
     ("shipping_amount", -1, "zero or more"),
     ("shipping_amount", 10**13, "at most"),
     ("amount_captured", 0, "above zero"),
@@ -134,11 +137,13 @@ def test_unacceptable_values_are_422_with_the_field_and_nothing_written(client, 
     ("items", [{"sku": "A", "name": "A", "amount": 100, "colour": "red"}]),
     ("items", ["A"]),
     ("amount_captured", "all"),
+    ("items", [{"sku": "A\x00", "name": "A", "amount": 100}]),
+    ("items", [{"sku": "A", "name": "\ud800", "amount": 100}]),
 ])
 def test_wrong_types_missing_and_unknown_fields_are_400_and_nothing_written(client, token, field, value):
     before = table_counts()
 
-    response = post(client, URL, order_body(**{field: value}), token)
+    response = post(client, URL, json.dumps(order_body(**{field: value})), token)
 
     body = problem(response, 400, "invalid-request")
     assert any(name == field or name.startswith(f"{field}.") for name in body["errors"]), body["errors"]
@@ -172,8 +177,6 @@ def test_a_body_that_is_not_json_is_415(client, token):
 
 def test_a_2_mib_body_is_413_and_nothing_written(client, token):
     body = order_body(items=[{"sku": "A", "name": "x" * 2000, "amount": 100}] * 1100)
-    import json
-
     raw = json.dumps(body).encode()
     assert len(raw) >= 2 * 1024 * 1024
     problem(post(client, URL, raw, token), 413, "payload-too-large")

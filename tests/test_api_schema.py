@@ -119,3 +119,11 @@ def test_a_wrong_method_is_a_405_problem(client):
 
 def test_an_unacceptable_accept_header_is_a_406_problem(client):
     problem(get(client, "/api/v1/orders/X/", api_token(), HTTP_ACCEPT="text/html"), 406, "not-acceptable")
+
+
+def test_a_host_without_the_api_apps_is_warned(settings):
+    from django.core.checks import run_checks
+
+    settings.INSTALLED_APPS = [app for app in settings.INSTALLED_APPS if app != "drf_spectacular_sidecar"]
+    [warning] = [message for message in run_checks() if message.id == "refunds.W030"]
+    assert "drf_spectacular_sidecar" in warning.msg

@@ -237,3 +237,29 @@ def test_create_order_reports_every_bad_field_at_once():
                               shipping_amount=1.5, items=[{"sku": "A", "name": "A", "amount": True}])
     assert set(refused.value.errors) == {"reference", "shipping_amount", "items.0.amount"}
     assert Order.objects.count() == 0
+
+
+def test_the_refundable_amount_is_the_one_refund_requests_check(client, token, fake_stripe, back_office_user):
+    """`live_refunds_among` (the order page, from rows already read) and `live_refunds` (refund
+    requests, by query) agree whatever the refunds: live, rejected, failed, another currency."""
+    from refunds import selectors
+    from refunds.models import Refund, RefundOrigin, RefundStatus
+
+    post(client, URL, order_body(), token)
+    order = Order.objects.get()
+    shirt, sock1, sock2, sock3 = order.items.order_by("pk")
+    services.request_refund(items=[shirt], user=back_office_user)
+    for status, currency, amount in [(RefundStatus.REJECTED, "eur", 700), (RefundStatus.FAILED, "eur", 800),
+                                     (RefundStatus.SUCCEEDED, "usd", 900), (RefundStatus.SUCCEEDED, "eur", 300),
+                                     (RefundStatus.AWAITING_APPROVAL, "eur", 200)]:
+        Refund.objects.create(order=order, amount=amount, currency=currency, status=status, origin=RefundOrigin.STRIPE_DASHBOARD)
+
+    detail = services.order_detail("SHOP-1001")
+
+    by_query = selectors.live_refunds([order.pk])
+    assert detail.refundable_amount == 9085 - by_query.committed(order) == 9085 - 4990 - 300 - 200
+    among = selectors.live_refunds_among(detail.refunds)
+    assert (among.committed_by_currency, among.shipping_taken, among.refund_of_item) == (
+        by_query.committed_by_currency, by_query.shipping_taken, by_query.refund_of_item
+    )
+    assert get(client, "/api/v1/orders/SHOP-1001/", token).json()["refundable_amount"] == detail.refundable_amount

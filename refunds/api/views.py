@@ -135,7 +135,7 @@ class OrdersView(ApiView):
         data = self.parsed(OrderRequest, request)
         order, created = services.create_order(**data)
         return order_answer(
-            services.order_detail(order.reference), status_code=status.HTTP_201_CREATED if created else status.HTTP_200_OK
+            services.order_detail(order), status_code=status.HTTP_201_CREATED if created else status.HTTP_200_OK
         )
 
 

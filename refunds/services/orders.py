@@ -201,15 +201,19 @@ def _same_or_conflict(order: Order, wanted: dict, units: list[tuple[str, str, in
     return order
 
 
-def order_detail(reference: str) -> OrderDetail:
-    """The order with this reference (`Order.DoesNotExist` if none), its items, refunds and what
-    may still be refunded — by the rule refund requests apply: captured minus every live refund
-    (queued, pending, succeeded, awaiting approval; Stripe Dashboard refunds included)."""
-    order = Order.objects.get(reference=reference)
+def order_detail(order: Order | str) -> OrderDetail:
+    """The order (or the one with this reference: `Order.DoesNotExist` if none), its items,
+    refunds and what may still be refunded — by the rule refund requests apply: captured minus
+    every live refund (queued, pending, succeeded, awaiting approval; Stripe Dashboard refunds
+    included). Three queries, or four with a reference."""
+    if not isinstance(order, Order):
+        order = Order.objects.get(reference=order)
     items = list(order.items.order_by("pk"))
     refunds = list(order.refunds.order_by("created_at", "pk").prefetch_related("items"))
+    for refund in refunds:
+        refund.order = order
     captured = captured_amount(order, items)
-    committed = selectors.live_refunds([order.pk]).committed(order)
+    committed = selectors.live_refunds_among(refunds).committed(order)
     return OrderDetail(
         order=order, items=items, refunds=refunds, captured=captured,
         refundable_amount=still_refundable(captured=captured, committed=committed),

@@ -40,6 +40,7 @@ def problems(*statuses: int) -> dict:
         403: "The token's user lacks the permission.",
         404: "No such order or refund.",
         405: "Method not allowed.",
+        406: "The `Accept` header asks for something other than JSON.",
         409: "A conflict (see the endpoint).",
         413: "The body is larger than REFUND_API_MAX_BODY_BYTES.",
         415: "The body is not `application/json`.",
@@ -62,7 +63,7 @@ def documented(**schema):
     return decorator
 
 
-COMMON = (401, 403, 405, 429)
+COMMON = (401, 403, 405, 406, 429)
 WITH_BODY = (400, 413, 415)
 
 

@@ -8,7 +8,6 @@ import io
 import re
 
 import pytest
-from django.core.cache import cache
 from django.core.management import CommandError, call_command
 
 from refunds.models import ApiToken, Order
@@ -18,13 +17,6 @@ from .conftest import table_rows
 from .factories import UserFactory, paid_order_with_items
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def _fresh_throttle_counts():
-    cache.clear()  # the throttle counts in Django's cache, which outlives a test
-    yield
-    cache.clear()
 
 
 @pytest.fixture

@@ -31,6 +31,13 @@ class FakeStripe:
         self._ids = itertools.count(1)
 
     # --- Stripe's refund endpoints, as the gateway's functions ---------------------------
+    @staticmethod
+    def currency_of(payment_intent: str) -> str:
+        """Stripe refunds in the currency of the charge: that of our order with this PaymentIntent."""
+        from refunds.models import Order
+
+        return Order.objects.filter(stripe_payment_intent_id=payment_intent).values_list("currency", flat=True).first() or "eur"
+
     def create_refund(self, *, payment_intent, amount, idempotency_key, metadata, reason=""):
         self.create_calls.append(
             {"payment_intent": payment_intent, "amount": amount, "idempotency_key": idempotency_key,
@@ -44,7 +51,7 @@ class FakeStripe:
             id=f"re_fake{next(self._ids):06d}",
             status=self.next_status,
             amount=amount,
-            currency="eur",
+            currency=self.currency_of(payment_intent),
             payment_intent=payment_intent,
             created=timezone.now().replace(microsecond=0),  # Stripe's `created` is whole seconds
             failure_reason=self.next_failure_reason,

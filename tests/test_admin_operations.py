@@ -11,7 +11,7 @@ from django.urls import reverse
 from refunds import services
 from refunds.models import AttentionCase, ItemState, Refund, RefundOrigin, RefundStatus
 
-from .conftest import page_of, table_rows
+from .conftest import page_of, post_confirmed, table_rows
 from .factories import UserFactory, paid_order_with_items
 
 pytestmark = pytest.mark.django_db
@@ -72,7 +72,9 @@ def test_the_confirmation_page_says_the_refund_will_need_approval(client, back_o
     )
     assert page_of(below).find_all(cls="oms-approval-notice") == []
 
-    done = post_action(client, ITEMS_URL, "refund_items", [first.pk, second.pk], post="yes")
+    done = post_confirmed(client, ITEMS_URL, {
+        "action": "refund_items", ACTION_CHECKBOX_NAME: [str(first.pk), str(second.pk)], "post": "yes",
+    })
     assert messages_of(done) == [
         f"2 items of order {paid_order.reference} await approval: €30.00. Another user with the approve "
         "permission must approve it before it is sent to Stripe."

@@ -149,7 +149,7 @@ def test_a_late_success_of_a_refund_whose_items_were_refunded_again_is_recorded_
     assert f"its items were refunded again by refund #{second.pk}" in first.warning
     assert "may have been refunded twice" in first.warning
     [case] = cases(caplog, "possible_double_refund")
-    assert f"refund #{first.pk}" in case and paid_order.reference in case
+    assert f"(#{first.pk})" in case and paid_order.reference in case
     assert any(r.levelno == logging.ERROR and "possible_double_refund" in r.getMessage() for r in caplog.records)
 
 

@@ -88,9 +88,11 @@ def open_case(
                 kind=kind, key=case_key, refund=refund, order_id=order_id, event=event, detail=detail,
             )
     except IntegrityError:
-        logger.info("needs attention: %s already recorded (%s)", kind, case_key)
+        logger.info("attention case %s: already recorded (%s)", kind, case_key)
         return None
-    logger.warning("needs attention: %s #%s opened: %s", kind, case.pk, detail)
+    # Money that may have left twice is an error in the log too; every other case a warning.
+    level = logging.ERROR if kind == AttentionKind.POSSIBLE_DOUBLE_REFUND else logging.WARNING
+    logger.log(level, "attention case %s: #%s opened: %s", kind, case.pk, detail)
     from ..tasks import send_attention_alert  # tasks import services
 
     def send_alert():

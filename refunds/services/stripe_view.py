@@ -40,6 +40,7 @@ from django.utils import timezone
 from django_fsm import can_proceed
 
 from .. import gateway, selectors
+from ..event_checks import shown
 from ..gateway import BIGINT_MAX, StripeRefund
 from ..models import LIVE_REFUND_STATUSES, Order, OrderItem, Refund, RefundOrigin, RefundReason, RefundStatus
 from . import attention
@@ -284,11 +285,15 @@ def _locked_refund_for(stripe_refund: StripeRefund) -> tuple[Refund | None, str]
         # Anyone who can refund in the Stripe Dashboard can type an id into the metadata.
         return refund, "its metadata names this refund without the refund's idempotency key"
     if key != refund.idempotency_key:
-        # Another installation (a test database reset, a staging copy) sharing the Stripe account.
-        logger.warning(
-            "Stripe refund %s names our refund #%s but another idempotency key; not ours",
-            stripe_refund.id, oms_refund_id,
+        # Another installation (a test database reset, a staging copy) sharing the Stripe account:
+        # not ours, so it moves nothing of this refund's; it is recorded by its PaymentIntent
+        # like a Dashboard refund, and someone should look (one case per Stripe refund).
+        detail = (
+            f"Stripe refund {stripe_refund.id} names our refund #{oms_refund_id} but carries another "
+            f"idempotency key ({shown(key)}): not ours, perhaps another installation sharing the Stripe account"
         )
+        logger.warning("%s", detail)
+        attention.open_case(kind="mismatched_refund", refund=refund, detail=detail, key=stripe_refund.id)
         return None, ""
     if refund.stripe_refund_id and refund.stripe_refund_id != stripe_refund.id:
         return refund, (

@@ -358,3 +358,21 @@ def test_the_same_order_twice_at_once_is_one_order(monkeypatch):
     assert sorted([first.status_code, second.status_code]) == [200, 201], (first.content, second.content)
     assert first.json() == second.json()
     assert Order.objects.count() == 1 and Order.objects.get().items.count() == 4
+
+
+@pytest.mark.django_db
+def test_a_preview_that_makes_no_sense_is_422_and_one_that_cannot_be_honoured_says_why(client, token, order, fake_stripe):
+    other = Order.objects.get(reference=post(client, "/api/v1/orders/", order_body("SHOP-2002"), token).json()["reference"])
+    shirt, sock1, *_ = item_ids(order)
+    post(client, REFUNDS, {"items": [sock1]}, token)
+    before = table_counts()
+
+    for body in ({"items": [item_ids(other)[0]]}, {"items": [10**30]}, {"items": []}, {"items": [shirt, shirt]},
+                 {"items": [shirt], "amount": 1}, {"amount": 0}):
+        problem(post(client, PREVIEW, body, token), 422, "not-refundable")
+    blocked = post(client, PREVIEW, {"items": [sock1]}, token).json()
+    over = post(client, PREVIEW, {"amount": 10**30}, token).json()
+
+    assert (blocked["refundable"], blocked["blocked"][0]["reason"]) == (False, "it is payment refund pending")
+    assert over["refundable"] is False and over["problems"]
+    assert table_counts() == before

@@ -161,7 +161,10 @@ def test_a_missing_field_and_an_unknown_one_are_named(client, token):
     assert Order.objects.count() == 0
 
 
-@pytest.mark.parametrize("raw", [b"{", b"", b"[1, 2]", b"null", b'{"reference": NaN}', "\"\ud800\"".encode("utf-8", "surrogatepass")])
+@pytest.mark.parametrize("raw", [
+    b"{", b"", b"[1, 2]", b"null", b'{"reference": NaN}', "\"\ud800\"".encode("utf-8", "surrogatepass"),
+    b"[" * 100_000 + b"]" * 100_000, b'{"items": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+], ids=["unclosed", "empty", "a-list", "null", "nan", "bad-utf8", "nested-deep", "nested-deep-in-a-field"])
 def test_malformed_json_is_400(client, token, raw):
     response = post(client, URL, raw, token)
     assert response.status_code == 400, response.content

@@ -178,6 +178,7 @@ BAD_SHAPES = [
     json.dumps({"note": 5}).encode(),
     json.dumps({"itemz": [1]}).encode(),
     json.dumps([1, 2]).encode(),
+    b'{"items": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
 ]
 
 

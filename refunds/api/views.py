@@ -7,6 +7,7 @@ from django.urls import reverse
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
+from rest_framework.exceptions import ParseError
 from rest_framework.parsers import JSONParser
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
@@ -31,6 +32,17 @@ from .serializers import (
 from .throttling import PerTokenRateThrottle
 
 MAX_ID = 2**63 - 1  # a bigint: a larger id in a URL is simply not one of ours
+
+
+class ApiJSONParser(JSONParser):
+    """DRF's JSON parser, except that JSON nested deeper than Python's recursion limit (a few
+    hundred bytes of `[[[[…`) is a 400 like any other malformed body, not a RecursionError (500)."""
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        try:
+            return super().parse(stream, media_type, parser_context)
+        except RecursionError:
+            raise ParseError("JSON parse error - nested too deeply.") from None
 
 
 def problems(*statuses: int) -> dict:
@@ -75,7 +87,7 @@ class ApiView(APIView):
     authentication_classes = [BearerTokenAuthentication]
     permission_classes = [HasRequiredPermission]
     throttle_classes = [PerTokenRateThrottle]
-    parser_classes = [JSONParser]
+    parser_classes = [ApiJSONParser]
     renderer_classes = [JSONRenderer]
     schema = AutoSchema()
     required_permission: str | None = None

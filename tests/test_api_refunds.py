@@ -240,6 +240,9 @@ def test_more_than_is_refundable_is_422(client, token, fake_stripe):
 def test_an_unknown_order_or_refund_is_404(client, token):
     problem(post(client, "/api/v1/orders/NOPE/refunds/", {}, token), 404, "not-found")
     problem(post(client, "/api/v1/orders/NOPE/refunds/preview/", {}, token), 404, "not-found")
+    for reference in ("%00", "a%00b", "%F0%9F%98%80", "x" * 300, "%ED%A0%80"):
+        problem(get(client, f"/api/v1/orders/{reference}/", token), 404, "not-found")
+        problem(post(client, f"/api/v1/orders/{reference}/refunds/", {}, token), 404, "not-found")
     for refund_id in ("12345", "abc", "²", "1.5", "99999999999999999999999", "-1"):
         problem(get(client, f"/api/v1/refunds/{refund_id}/", token), 404, "not-found")
     assert Refund.objects.count() == 0

@@ -114,7 +114,7 @@ class ApiView(APIView):
 
 def order_or_404(reference: str) -> Order:
     try:
-        return Order.objects.get(reference=reference)
+        return services.order_by_reference(reference)
     except Order.DoesNotExist:
         raise Problem("not-found", f"No order with reference {reference!r}.") from None
 

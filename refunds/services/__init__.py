@@ -35,7 +35,7 @@ from .audit import Actor, transition_items
 from .outbox import QUEUE_UNREACHABLE, submit_after_commit
 from .export import EXPORT_COLUMNS, csv_lines, export_rows, refunds_created_between
 from .order_refunds import RefundPreview, preview_order_refund, refund_order
-from .orders import ItemLine, OrderDetail, create_order, order_detail
+from .orders import ItemLine, OrderDetail, create_order, order_by_reference, order_detail
 from .planning import RefundPlan, captured_amount, plan_refunds, still_refundable
 from .reconciliation import ReconcileReport, Repair, reconcile_refunds
 from .refund_requests import confirm_refund_now, preview_refunds, request_refund
@@ -49,6 +49,7 @@ __all__ = [
     "OrderDetail",
     "RefundPreview",
     "create_order",
+    "order_by_reference",
     "order_detail",
     "preview_order_refund",
     "refund_order",

@@ -201,13 +201,23 @@ def _same_or_conflict(order: Order, wanted: dict, units: list[tuple[str, str, in
     return order
 
 
+def order_by_reference(reference: str) -> Order:
+    """The order with this reference; `Order.DoesNotExist` for anything else, also for text that
+    is no reference at all (a URL may carry U+0000, which PostgreSQL refuses in a query)."""
+    if not REFERENCE.fullmatch(reference):
+        # Older orders may predate the rule; only what no column can hold is refused unasked.
+        if _unstorable(reference) or len(reference) > 64:
+            raise Order.DoesNotExist(f"No order with reference {reference!r}.")
+    return Order.objects.get(reference=reference)
+
+
 def order_detail(order: Order | str) -> OrderDetail:
     """The order (or the one with this reference: `Order.DoesNotExist` if none), its items,
     refunds and what may still be refunded — by the rule refund requests apply: captured minus
     every live refund (queued, pending, succeeded, awaiting approval; Stripe Dashboard refunds
     included). Three queries, or four with a reference."""
     if not isinstance(order, Order):
-        order = Order.objects.get(reference=order)
+        order = order_by_reference(order)
     items = list(order.items.order_by("pk"))
     refunds = list(order.refunds.order_by("created_at", "pk").prefetch_related("items"))
     for refund in refunds:

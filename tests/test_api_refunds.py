@@ -380,3 +380,17 @@ def test_a_preview_that_makes_no_sense_is_422_and_one_that_cannot_be_honoured_sa
     assert (blocked["refundable"], blocked["blocked"][0]["reason"]) == (False, "it is payment refund pending")
     assert over["refundable"] is False and over["problems"]
     assert table_counts() == before
+
+
+@pytest.mark.django_db
+def test_with_every_item_refunding_there_is_nothing_left_to_refund(client, token, order, fake_stripe):
+    assert post(client, REFUNDS, {}, token).status_code == 201
+    before = table_counts()
+
+    preview = post(client, PREVIEW, {}, token).json()
+    refused = post(client, REFUNDS, {}, token)
+
+    assert (preview["refundable"], preview["items"], preview["amount"]) == (False, [], 0)
+    assert preview["problems"] == ["Order SHOP-1001 has no item that can be refunded now."]
+    assert problem(refused, 422, "not-refundable")["detail"] == preview["problems"][0]
+    assert table_counts() == before

@@ -59,6 +59,8 @@ def preview_order_refund(*, order: Order, items: list[int] | None = None, amount
         return RefundPreview(order=order, amount=0, available=available, problems=["The order has no items."])
     if items is None:  # every refundable item: the others are not part of the request
         plan.blocked = []
+        if not plan.items and not plan.problems:
+            plan.problems = [f"Order {order.reference} has no item that can be refunded now."]
     return RefundPreview(
         order=order, amount=plan.amount if plan.items else 0, available=available, items=plan.items,
         blocked=plan.blocked, shipping_amount=plan.shipping_amount, problems=plan.problems,
@@ -81,9 +83,7 @@ def refund_order(
     if items is None:
         preview = preview_order_refund(order=order)
         if not preview.items:
-            raise NothingToRefund(
-                " ".join(preview.problems) or f"Order {order.reference} has no item that can be refunded now."
-            )
+            raise NothingToRefund(" ".join(preview.problems))
         items = [item.pk for item in preview.items]
     else:
         _item_ids(order, list(OrderItem.objects.filter(order=order)), items)

@@ -8,7 +8,7 @@ import json
 import pytest
 from django.test import Client
 
-from refunds import gateway, services
+from refunds import gateway
 from refunds.models import ApiIdempotencyKey, ItemState, Order, Refund, RefundStatus
 from refunds.services import refund_requests
 from refunds_dev import stripe_tools

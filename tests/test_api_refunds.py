@@ -394,3 +394,22 @@ def test_with_every_item_refunding_there_is_nothing_left_to_refund(client, token
     assert preview["problems"] == ["Order SHOP-1001 has no item that can be refunded now."]
     assert problem(refused, 422, "not-refundable")["detail"] == preview["problems"][0]
     assert table_counts() == before
+
+
+@pytest.mark.django_db
+def test_the_preview_is_what_the_back_office_confirmation_page_shows(client, token, order, settings, fake_stripe):
+    """Both come from the planning rules (`services.preview_refunds` is the confirmation page's)."""
+    from refunds import services
+
+    settings.REFUND_APPROVAL_THRESHOLDS = {"eur": 3000}
+    shirt, sock1, sock2, sock3 = item_ids(order)
+    post(client, REFUNDS, {"items": [shirt]}, token)  # awaits approval: it still counts
+    for selection in ([sock1], [sock1, sock2, sock3], [shirt, sock1]):
+        [plan] = services.preview_refunds(list(order.items.filter(pk__in=selection)))
+        body = post(client, PREVIEW, {"items": selection}, token).json()
+
+        assert [item["id"] for item in body["items"]] == [item.pk for item in plan.items]
+        assert [(b["id"], b["reason"]) for b in body["blocked"]] == [(b.item.pk, b.reason) for b in plan.blocked]
+        assert (body["amount"], body["shipping_amount"], body["needs_approval"], body["available"]) == (
+            plan.amount, plan.shipping_amount, plan.needs_approval, plan.available
+        )

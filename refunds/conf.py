@@ -13,6 +13,7 @@ from typing import Any
 
 from celery.schedules import crontab
 from django.conf import settings
+from django.utils.translation import gettext_lazy as _
 
 # The refund jobs (refunds.tasks), every 15 minutes. `migrate` writes them to django_celery_beat's
 # tables (refunds/beat.py) unless the host's own CELERY_BEAT_SCHEDULE says otherwise.
@@ -37,6 +38,11 @@ DEFAULTS: dict[str, Any] = {
     "REFUND_RECONCILE_QUEUED_AFTER": timedelta(minutes=5),
     "REFUND_RECONCILE_PENDING_AFTER": timedelta(minutes=60),
     "REFUND_RECONCILE_LIMIT": 100,
+    # --- The Back Office's name: the admin's header and the browser tab's title (Django's
+    # own, "Django administration", stays only where a host project set its own names).
+    "REFUND_SITE_HEADER": _("Refunds Back Office"),
+    "REFUND_SITE_TITLE": _("Refunds Back Office"),
+    "REFUND_INDEX_TITLE": _("Orders, refunds and Stripe events"),
     # --- Back Office security
     # Users who may refund or approve must log in with a second factor (django-otp's TOTP).
     "REFUND_REQUIRE_2FA": False,

@@ -25,6 +25,14 @@ class InvalidAmount(RefundError):
     """An amount typed or sent that is not a positive amount of the order's currency."""
 
 
+class AlreadyRequested(RefundError):
+    """The same request was made before (a form sent twice): `refund` is the refund it made."""
+
+    def __init__(self, message: str, *, refund):
+        super().__init__(message)
+        self.refund = refund
+
+
 class ApprovalRefused(RefundError):
     """Dual control: this user may not approve or reject this refund (their own, or no permission)."""
 

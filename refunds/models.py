@@ -10,18 +10,19 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 from django_fsm import RETURN_VALUE, FSMField, FSMModelMixin, transition
 
 from .money import format_money
 
 
 class ItemState(models.TextChoices):
-    PAYMENT_CAPTURED = "payment_captured", "payment captured"
-    PAYMENT_REFUND_PENDING = "payment_refund_pending", "payment refund pending"
-    PAYMENT_REFUND_SUCCEEDED = "payment_refund_succeeded", "payment refund succeeded"
-    PAYMENT_REFUND_FAILED = "payment_refund_failed", "payment refund failed"
-    PAYMENT_REFUNDED = "payment_refunded", "payment refunded"
-    PAYMENT_REFUND_AWAITING_APPROVAL = "payment_refund_awaiting_approval", "payment refund awaiting approval"
+    PAYMENT_CAPTURED = "payment_captured", _("payment captured")
+    PAYMENT_REFUND_PENDING = "payment_refund_pending", _("payment refund pending")
+    PAYMENT_REFUND_SUCCEEDED = "payment_refund_succeeded", _("payment refund succeeded")
+    PAYMENT_REFUND_FAILED = "payment_refund_failed", _("payment refund failed")
+    PAYMENT_REFUNDED = "payment_refunded", _("payment refunded")
+    PAYMENT_REFUND_AWAITING_APPROVAL = "payment_refund_awaiting_approval", _("payment refund awaiting approval")
 
 
 # States in which an item may be (re-)refunded from the Back Office.
@@ -36,22 +37,24 @@ UNREFUNDABLE_AGAIN_STATES = (
 
 
 class Order(models.Model):
-    reference = models.CharField(max_length=64, unique=True)
-    customer_email = models.EmailField(blank=True)
-    currency = models.CharField(max_length=3, help_text="Lower-case ISO code, as Stripe uses it.")
+    reference = models.CharField(_("reference"), max_length=64, unique=True)
+    customer_email = models.EmailField(_("customer email"), blank=True)
+    currency = models.CharField(_("currency"), max_length=3, help_text=_("Lower-case ISO code, as Stripe uses it."))
     stripe_payment_intent_id = models.CharField(
-        "Stripe PaymentIntent", max_length=255, blank=True, db_index=True,
-        help_text="Empty while the order is unpaid.",
+        _("Stripe PaymentIntent"), max_length=255, blank=True, db_index=True,
+        help_text=_("Empty while the order is unpaid."),
     )
-    shipping_amount = models.PositiveBigIntegerField(default=0, help_text="Minor units (cents).")
+    shipping_amount = models.PositiveBigIntegerField(_("shipping amount"), default=0, help_text=_("Minor units (cents)."))
     amount_captured = models.PositiveBigIntegerField(
         null=True, blank=True,
         help_text="Minor units captured by Stripe; empty means the items plus shipping.",
     )
-    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    created_at = models.DateTimeField(_("created at"), default=timezone.now, db_index=True)
 
     class Meta:
         ordering = ["-created_at", "-pk"]
+        verbose_name = _("order")
+        verbose_name_plural = _("orders")
 
     def __str__(self):
         return self.reference
@@ -66,19 +69,21 @@ class Order(models.Model):
 
 class OrderItem(FSMModelMixin, models.Model):
     order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="items")
-    sku = models.CharField(max_length=64)
-    name = models.CharField(max_length=255)
-    amount = models.PositiveBigIntegerField(help_text="Refundable gross amount, minor units (cents).")
+    sku = models.CharField(_("SKU"), max_length=64)
+    name = models.CharField(_("name"), max_length=255)
+    amount = models.PositiveBigIntegerField(_("amount"), help_text=_("Refundable gross amount, minor units (cents)."))
     state = FSMField(
-        default=ItemState.PAYMENT_CAPTURED, choices=ItemState.choices, protected=True, db_index=True
+        _("state"), default=ItemState.PAYMENT_CAPTURED, choices=ItemState.choices, protected=True, db_index=True
     )
-    state_changed_at = models.DateTimeField(default=timezone.now, db_index=True)
+    state_changed_at = models.DateTimeField(_("state changed at"), default=timezone.now, db_index=True)
 
     class Meta:
         ordering = ["order_id", "pk"]
+        verbose_name = _("order item")
+        verbose_name_plural = _("order items")
         permissions = [
-            ("refund_orderitem", "Can refund order items"),
-            ("confirm_refund_orderitem", "Can confirm a refund before the settlement period ends"),
+            ("refund_orderitem", _("Can refund order items")),
+            ("confirm_refund_orderitem", _("Can confirm a refund before the settlement period ends")),
         ]
 
     def __str__(self):
@@ -145,14 +150,14 @@ class OrderItem(FSMModelMixin, models.Model):
 
 
 class RefundStatus(models.TextChoices):
-    AWAITING_APPROVAL = "awaiting_approval", "awaiting approval (not yet sent to Stripe)"
-    REJECTED = "rejected", "rejected (never sent to Stripe)"
-    QUEUED = "queued", "queued (not yet sent to Stripe)"
-    PENDING = "pending", "pending at Stripe"
-    REQUIRES_ACTION = "requires_action", "requires action"
-    SUCCEEDED = "succeeded", "succeeded"
-    FAILED = "failed", "failed"
-    CANCELED = "canceled", "canceled"
+    AWAITING_APPROVAL = "awaiting_approval", _("awaiting approval (not yet sent to Stripe)")
+    REJECTED = "rejected", _("rejected (never sent to Stripe)")
+    QUEUED = "queued", _("queued (not yet sent to Stripe)")
+    PENDING = "pending", _("pending at Stripe")
+    REQUIRES_ACTION = "requires_action", _("requires action")
+    SUCCEEDED = "succeeded", _("succeeded")
+    FAILED = "failed", _("failed")
+    CANCELED = "canceled", _("canceled")
 
 
 # Refunds whose money is gone or on its way: they count against what may still be refunded.
@@ -167,16 +172,16 @@ LIVE_REFUND_STATUSES = (
 
 
 class RefundOrigin(models.TextChoices):
-    BACK_OFFICE = "back_office", "Back Office"
-    STRIPE_DASHBOARD = "stripe_dashboard", "outside this system (Stripe Dashboard)"
+    BACK_OFFICE = "back_office", _("Back Office")
+    STRIPE_DASHBOARD = "stripe_dashboard", _("outside this system (Stripe Dashboard)")
 
 
 class RefundReason(models.TextChoices):
     """Stripe's refund `reason` values: https://docs.stripe.com/api/refunds/create#create_refund-reason"""
 
-    REQUESTED_BY_CUSTOMER = "requested_by_customer", "requested by customer"
-    DUPLICATE = "duplicate", "duplicate"
-    FRAUDULENT = "fraudulent", "fraudulent"
+    REQUESTED_BY_CUSTOMER = "requested_by_customer", _("requested by customer")
+    DUPLICATE = "duplicate", _("duplicate")
+    FRAUDULENT = "fraudulent", _("fraudulent")
 
 
 def new_idempotency_key() -> str:
@@ -188,20 +193,25 @@ def new_idempotency_key() -> str:
 class Refund(models.Model):
     order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="refunds")
     items = models.ManyToManyField(OrderItem, related_name="refunds", blank=True)
-    amount = models.PositiveBigIntegerField(help_text="Minor units (cents), items plus shipping.")
-    shipping_amount = models.PositiveBigIntegerField(default=0, help_text="The part of `amount` that is shipping.")
-    currency = models.CharField(max_length=3)
-    origin = models.CharField(max_length=20, choices=RefundOrigin.choices, default=RefundOrigin.BACK_OFFICE)
-    stripe_refund_id = models.CharField(max_length=255, unique=True, null=True, blank=True)
-    idempotency_key = models.CharField(max_length=255, unique=True, default=new_idempotency_key)
-    status = models.CharField(max_length=20, choices=RefundStatus.choices, default=RefundStatus.QUEUED, db_index=True)
-    failure_reason = models.CharField(max_length=255, blank=True)
-    reason = models.CharField(max_length=32, choices=RefundReason.choices, blank=True)
-    note = models.TextField(blank=True)
-    created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    amount = models.PositiveBigIntegerField(_("amount"), help_text=_("Minor units (cents), items plus shipping."))
+    shipping_amount = models.PositiveBigIntegerField(
+        _("shipping amount"), default=0, help_text=_("The part of `amount` that is shipping.")
     )
-    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    currency = models.CharField(_("currency"), max_length=3)
+    origin = models.CharField(_("origin"), max_length=20, choices=RefundOrigin.choices, default=RefundOrigin.BACK_OFFICE)
+    stripe_refund_id = models.CharField(_("Stripe refund"), max_length=255, unique=True, null=True, blank=True)
+    idempotency_key = models.CharField(_("idempotency key"), max_length=255, unique=True, default=new_idempotency_key)
+    status = models.CharField(
+        _("status"), max_length=20, choices=RefundStatus.choices, default=RefundStatus.QUEUED, db_index=True
+    )
+    failure_reason = models.CharField(_("failure reason"), max_length=255, blank=True)
+    reason = models.CharField(_("reason"), max_length=32, choices=RefundReason.choices, blank=True)
+    note = models.TextField(_("note"), blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        verbose_name=_("requested by"),
+    )
+    created_at = models.DateTimeField(_("requested at"), default=timezone.now, db_index=True)
     # Dual control (DESIGN.md §9): the second user who approved, or rejected, the refund.
     approved_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -209,14 +219,16 @@ class Refund(models.Model):
     rejected_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
-    decided_at = models.DateTimeField(null=True, blank=True, help_text="When it was approved or rejected.")
-    decision_note = models.TextField(blank=True, help_text="The approver's or rejecter's note.")
-    submit_attempts = models.PositiveIntegerField(default=0)
-    last_submitted_at = models.DateTimeField(null=True, blank=True)
-    last_error = models.TextField(blank=True)
+    decided_at = models.DateTimeField(
+        _("decided at"), null=True, blank=True, help_text=_("When it was approved or rejected.")
+    )
+    decision_note = models.TextField(_("decision note"), blank=True, help_text=_("The approver's or rejecter's note."))
+    submit_attempts = models.PositiveIntegerField(_("submit attempts"), default=0)
+    last_submitted_at = models.DateTimeField(_("last submitted at"), null=True, blank=True)
+    last_error = models.TextField(_("last error"), blank=True)
     # `created` of the newest Stripe event applied to this refund: an older event changes nothing.
     stripe_event_created_at = models.DateTimeField(null=True, blank=True)
-    status_changed_at = models.DateTimeField(default=timezone.now)
+    status_changed_at = models.DateTimeField(_("status changed at"), default=timezone.now)
     # Set by reconcile_refunds each time it asks Stripe about a stale pending refund, so that
     # refunds staying pending for days take turns instead of the oldest ones filling every run.
     last_reconciled_at = models.DateTimeField(null=True, blank=True)
@@ -230,7 +242,9 @@ class Refund(models.Model):
         constraints = [
             models.CheckConstraint(condition=Q(amount__gt=0), name="refund_amount_positive"),
         ]
-        permissions = [("approve_refund", "Can approve or reject refunds awaiting approval")]
+        permissions = [("approve_refund", _("Can approve or reject refunds awaiting approval"))]
+        verbose_name = _("refund")
+        verbose_name_plural = _("refunds")
 
     def __str__(self):
         return self.stripe_refund_id or f"refund #{self.pk}"
@@ -240,11 +254,29 @@ class Refund(models.Model):
         return format_money(self.amount, self.currency)
 
 
+# What each transition means to a Back Office user; the code name stays in the data and the API.
+TRANSITION_LABELS = {
+    "start_refund": _("refund started"),
+    "refund_succeeded": _("Stripe confirmed the refund"),
+    "refund_failed": _("Stripe failed or canceled the refund"),
+    "confirm_refund": _("refund final (settlement period over or confirmed by hand)"),
+    "request_approval": _("approval requested"),
+    "approve_refund": _("refund approved"),
+    "reject_refund": _("refund rejected"),
+}
+
+
+def transition_label(name: str) -> str:
+    return str(TRANSITION_LABELS.get(name, name.replace("_", " ")))
+
+
 class ItemTransition(models.Model):
     """The audit log: one row per transition of one item, who fired it and for which refund."""
 
-    item = models.ForeignKey(OrderItem, on_delete=models.CASCADE, related_name="transitions")
-    refund = models.ForeignKey(Refund, null=True, blank=True, on_delete=models.SET_NULL, related_name="transitions")
+    item = models.ForeignKey(OrderItem, on_delete=models.CASCADE, related_name="transitions", verbose_name=_("item"))
+    refund = models.ForeignKey(
+        Refund, null=True, blank=True, on_delete=models.SET_NULL, related_name="transitions", verbose_name=_("refund")
+    )
     transition = models.CharField(max_length=32)
     from_state = models.CharField(max_length=32, choices=ItemState.choices)
     to_state = models.CharField(max_length=32, choices=ItemState.choices)
@@ -256,24 +288,34 @@ class ItemTransition(models.Model):
 
     class Meta:
         ordering = ["at", "pk"]
+        verbose_name = _("item transition")
+        verbose_name_plural = _("item transitions")
 
     def __str__(self):
         return f"{self.item_id}: {self.from_state} → {self.to_state} by {self.by}"
+
+    @property
+    def transition_label(self) -> str:
+        return transition_label(self.transition)
 
 
 class StripeEvent(models.Model):
     """Every event Stripe sent, stored before it is applied (see refunds.webhooks)."""
 
-    stripe_event_id = models.CharField(max_length=255, unique=True)
-    type = models.CharField(max_length=255, db_index=True)
-    payload = models.JSONField()
-    received_at = models.DateTimeField(default=timezone.now, db_index=True)
-    processed_at = models.DateTimeField(null=True, blank=True)
-    error = models.TextField(blank=True)
+    stripe_event_id = models.CharField(_("Stripe event"), max_length=255, unique=True)
+    type = models.CharField(_("type"), max_length=255, db_index=True)
+    payload = models.JSONField(_("payload"))
+    received_at = models.DateTimeField(_("received at"), default=timezone.now, db_index=True)
+    processed_at = models.DateTimeField(_("processed at"), null=True, blank=True)
+    error = models.TextField(_("error"), blank=True)
     refund = models.ForeignKey(Refund, null=True, blank=True, on_delete=models.SET_NULL, related_name="events")
 
     class Meta:
         ordering = ["-received_at", "-pk"]
+        verbose_name = _("Stripe event")
+        verbose_name_plural = _("Stripe events")
+        # The events are never edited; applying one again is its own right (the "Reprocess" action).
+        permissions = [("reprocess_stripeevent", _("Can reprocess Stripe events"))]
 
     def __str__(self):
         return f"{self.stripe_event_id} ({self.type})"
@@ -283,13 +325,13 @@ class AttentionKind(models.TextChoices):
     """What a person must look at (DESIGN.md §9). The label is the case's name in the Back
     Office and in alerts."""
 
-    REFUND_FAILED = "refund_failed", "refund failed"
-    LATE_DECLINE = "late_decline", "late decline"
-    POSSIBLE_DOUBLE_REFUND = "possible_double_refund", "possible double refund"
-    STUCK_PENDING = "stuck_pending", "stuck pending"
-    EVENT_ERROR = "event_error", "Stripe event error"
-    MISMATCHED_REFUND = "mismatched_refund", "mismatched Stripe refund"
-    AWAITING_APPROVAL = "awaiting_approval", "awaiting approval"
+    REFUND_FAILED = "refund_failed", _("refund failed")
+    LATE_DECLINE = "late_decline", _("late decline")
+    POSSIBLE_DOUBLE_REFUND = "possible_double_refund", _("possible double refund")
+    STUCK_PENDING = "stuck_pending", _("stuck pending")
+    EVENT_ERROR = "event_error", _("Stripe event error")
+    MISMATCHED_REFUND = "mismatched_refund", _("mismatched Stripe refund")
+    AWAITING_APPROVAL = "awaiting_approval", _("awaiting approval")
 
 
 class AttentionCase(models.Model):
@@ -308,24 +350,24 @@ class AttentionCase(models.Model):
     event = models.ForeignKey(
         StripeEvent, null=True, blank=True, on_delete=models.SET_NULL, related_name="attention_cases"
     )
-    detail = models.TextField(blank=True)
-    opened_at = models.DateTimeField(default=timezone.now, db_index=True)
+    detail = models.TextField(_("detail"), blank=True)
+    opened_at = models.DateTimeField(_("opened at"), default=timezone.now, db_index=True)
     resolved_at = models.DateTimeField(null=True, blank=True, db_index=True)
     resolved_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
-    resolution_note = models.TextField(blank=True)
+    resolution_note = models.TextField(_("resolution note"), blank=True)
     # The alert's outbox.
     alert_email_sent_at = models.DateTimeField(null=True, blank=True)
     alert_webhook_sent_at = models.DateTimeField(null=True, blank=True)
     alert_sent_at = models.DateTimeField(null=True, blank=True, db_index=True)
-    alert_attempts = models.PositiveIntegerField(default=0)
+    alert_attempts = models.PositiveIntegerField(_("alert attempts"), default=0)
     alert_last_attempt_at = models.DateTimeField(null=True, blank=True)
-    alert_error = models.TextField(blank=True)
+    alert_error = models.TextField(_("alert error"), blank=True)
 
     class Meta:
         ordering = ["-opened_at", "-pk"]
-        permissions = [("resolve_attentioncase", "Can resolve needs-attention cases")]
+        permissions = [("resolve_attentioncase", _("Can resolve needs-attention cases"))]
 
     def __str__(self):
         return f"{self.get_kind_display()} #{self.pk}"
@@ -341,8 +383,8 @@ class Attention(AttentionCase):
 
     class Meta:
         proxy = True
-        verbose_name = "needs attention"
-        verbose_name_plural = "needs attention"
+        verbose_name = _("needs attention")
+        verbose_name_plural = _("needs attention")
 
 
 class ApiToken(models.Model):

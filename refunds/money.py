@@ -7,6 +7,10 @@ https://docs.stripe.com/currencies#zero-decimal
 import re
 from decimal import Decimal
 
+from babel import Locale, UnknownLocaleError
+from babel.numbers import format_currency, get_currency_symbol
+from django.utils.translation import get_language, gettext, to_locale
+
 ZERO_DECIMAL = {"bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf",
                 "ugx", "vnd", "vuv", "xaf", "xof", "xpf"}
 THREE_DECIMAL = {"bhd", "jod", "kwd", "omr", "tnd"}
@@ -32,12 +36,30 @@ def exponent(currency: str) -> int:
 
 
 def format_money(amount: int, currency: str) -> str:
-    """`3500, "eur"` -> `"€35.00"`; unknown symbols fall back to the upper-case code."""
+    """`3500, "eur"` -> `"€35.00"` in English, `"€35,00"` in German: Babel's symbols and
+    separators for the active language, Stripe's number of decimals for the currency.
+
+    The symbol stays in front in every language (the Back Office's one style, `€1.234,56`), and
+    a symbol made of letters gets a no-break space before the digits (`CHF 35.00`), as CLDR's
+    currency spacing asks; Babel leaves that spacing to the caller.
+    """
     places = exponent(currency)
+    code = currency.upper()
+    locale = babel_locale()
     value = Decimal(amount).scaleb(-places)
-    sign = "-" if value < 0 else ""
-    prefix = SYMBOLS.get(currency, currency.upper() + " ")
-    return f"{sign}{prefix}{abs(value):,.{places}f}"
+    symbol = get_currency_symbol(code, locale=locale)
+    spacing = "\u00a0" if symbol[-1:].isalpha() else ""
+    pattern = f"¤{spacing}#,##0" + (f".{'0' * places}" if places else "")
+    return format_currency(value, code, format=pattern, locale=locale, currency_digits=False)
+
+
+def babel_locale() -> str:
+    """The active language as a Babel locale (`de`, `en_US`); English when none is active."""
+    language = get_language() or "en-us"
+    try:
+        return str(Locale.parse(to_locale(language)))
+    except (ValueError, UnknownLocaleError):
+        return "en_US"
 
 
 def major_units(amount: int, currency: str) -> str:
@@ -73,25 +95,33 @@ def parse_major_units(text: str, currency: str) -> int:
             cleaned = cleaned[len(prefix):].strip()
             break
     if not cleaned:
-        raise AmountParseError(f"Enter an amount in {code}, for example {example}.")
+        raise AmountParseError(gettext("Enter an amount in %(code)s, for example %(example)s.") % {"code": code, "example": example})
     match = _AMOUNT.fullmatch(cleaned)
     if match is None:
         if re.fullmatch(r"\d+,\d{1,2}", cleaned):
             raise AmountParseError(
-                f"{text.strip()!s} is not an amount: write decimals with a point, for example {example}."
+                gettext("%(text)s is not an amount: write decimals with a point, for example %(example)s.")
+                % {"text": text.strip(), "example": example}
             )
         if cleaned.startswith("-"):
-            raise AmountParseError("Enter a positive amount; a refund cannot be negative.")
-        raise AmountParseError(f"{text.strip()!s} is not an amount in {code}; write it like {example}.")
+            raise AmountParseError(gettext("Enter a positive amount; a refund cannot be negative."))
+        raise AmountParseError(
+            gettext("%(text)s is not an amount in %(code)s; write it like %(example)s.")
+            % {"text": text.strip(), "code": code, "example": example}
+        )
     fraction = match.group("fraction") or ""
     if len(fraction) > places:
         if places == 0:
-            raise AmountParseError(f"{code} has no decimal places: write whole {code}, for example {example}.")
+            raise AmountParseError(
+                gettext("%(code)s has no decimal places: write whole %(code)s, for example %(example)s.")
+                % {"code": code, "example": example}
+            )
         raise AmountParseError(
-            f"{code} has {places} decimal places; {text.strip()!s} has {len(fraction)}. Write it like {example}."
+            gettext("%(code)s has %(places)d decimal places; %(text)s has %(digits)d. Write it like %(example)s.")
+            % {"code": code, "places": places, "text": text.strip(), "digits": len(fraction), "example": example}
         )
     value = Decimal(match.group("whole").replace(",", "") + "." + (fraction or "0"))
     minor = int(value.scaleb(places))
     if minor <= 0:
-        raise AmountParseError("Enter an amount above zero.")
+        raise AmountParseError(gettext("Enter an amount above zero."))
     return minor

@@ -16,6 +16,7 @@ from django import forms
 from django.contrib.admin.forms import AdminAuthenticationForm
 from django_otp import devices_for_user
 from django_otp.forms import OTPAuthenticationFormMixin
+from django.utils.translation import gettext_lazy as _
 
 from .admin.base import may_move_money
 from .conf import app_settings
@@ -27,11 +28,11 @@ def second_factor_required(user) -> bool:
 
 class BackOfficeLoginForm(OTPAuthenticationFormMixin, AdminAuthenticationForm):
     otp_token = forms.CharField(
-        label="Authentication code",
+        label=_("Authentication code"),
         required=False,
         max_length=16,
         widget=forms.TextInput(attrs={"autocomplete": "one-time-code", "inputmode": "numeric"}),
-        help_text="The six digits your authenticator app shows; needed by users who may refund or approve.",
+        help_text=_("The six digits your authenticator app shows; needed by users who may refund or approve."),
     )
     # The user's device is found from the code; no device choice or challenge button is shown.
     otp_device = forms.CharField(required=False, widget=forms.HiddenInput)
@@ -39,8 +40,8 @@ class BackOfficeLoginForm(OTPAuthenticationFormMixin, AdminAuthenticationForm):
 
     otp_error_messages = {
         **OTPAuthenticationFormMixin.otp_error_messages,
-        "token_required": "Your account may refund: enter the authentication code from your authenticator app.",
-        "invalid_token": "That authentication code is not right (or has expired): enter the one your app shows now.",
+        "token_required": _("Your account may refund: enter the authentication code from your authenticator app."),
+        "invalid_token": _("That authentication code is not right (or has expired): enter the one your app shows now."),
     }
 
     def __init__(self, request=None, *args, **kwargs):
@@ -66,9 +67,11 @@ class BackOfficeLoginForm(OTPAuthenticationFormMixin, AdminAuthenticationForm):
         if second_factor_required(user):
             if not any(devices_for_user(user, confirmed=True)):
                 raise forms.ValidationError(
-                    "Your account may refund, so it needs a second factor, and none is set up. Ask an "
-                    f"administrator to run `manage.py add_totp_device {user.get_username()}` and add the key "
-                    "to your authenticator app.",
+                    _(
+                        "Your account may refund, so it needs a second factor, and none is set up. Ask an "
+                        "administrator to run `manage.py add_totp_device %(username)s` and add the key "
+                        "to your authenticator app."
+                    ) % {"username": user.get_username()},
                     code="no_device",
                 )
             self.clean_otp(user)

@@ -57,6 +57,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
+    # The Back Office in the user's browser language (Accept-Language), among LANGUAGES.
+    "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
@@ -119,8 +121,12 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-LANGUAGE_CODE = "en-us"
-TIME_ZONE = "UTC"
+# The Back Office speaks English and German (refunds/locale); a browser asking for neither gets
+# LANGUAGE_CODE. Times are shown in TIME_ZONE and stored in UTC.
+LANGUAGE_CODE = env.str("DJANGO_LANGUAGE_CODE", default="en-us")
+LANGUAGES = [("en", "English"), ("de", "Deutsch")]
+TIME_ZONE = env.str("DJANGO_TIME_ZONE", default="UTC")
+FORMAT_MODULE_PATH = ["refunds_project.formats"]  # times to the second
 USE_I18N = True
 USE_TZ = True
 

@@ -139,13 +139,13 @@ def test_a_mixed_selection_refunds_the_refundable_items_and_names_the_others(
 
     page = post_action(admin_client_alice, ITEMS_URL, "refund_items", [first.pk, second.pk]).content.decode()
     assert "Not refunded" in page
-    assert f"{first.sku} · {first.name} (€10.00): it is payment refund pending." in page
+    assert f"{first.sku} · {first.name} (€10.00): its state is “payment refund pending”." in page
     assert "Refund total for" in page and "€20.00" in page
 
     response = post_action(admin_client_alice, ITEMS_URL, "refund_items", [first.pk, second.pk], post="yes")
 
     assert messages_of(response) == [
-        f"{first} was not refunded: it is payment refund pending.",
+        f"{first} was not refunded: its state is “payment refund pending”.",
         f"1 item of order {paid_order.reference} queued for refund: €20.00",
     ]
     assert Refund.objects.count() == 2
@@ -183,7 +183,7 @@ def test_an_unpaid_order_is_explained_not_refunded(admin_client_alice):
 
 def test_a_refund_error_from_the_service_is_a_message_not_a_traceback(admin_client_alice, paid_order, monkeypatch):
     def refuse(**kwargs):
-        raise OrderNotRefundable("DE--1001 / SKU-1 cannot be refunded: it is payment refund pending.")
+        raise OrderNotRefundable("DE--1001 / SKU-1 cannot be refunded: its state is “payment refund pending”.")
 
     monkeypatch.setattr(services, "request_refund", refuse)
     item = paid_order.items.first()
@@ -192,7 +192,7 @@ def test_a_refund_error_from_the_service_is_a_message_not_a_traceback(admin_clie
 
     assert response.status_code == 302
     assert messages_of(response) == [
-        "Nothing was refunded: DE--1001 / SKU-1 cannot be refunded: it is payment refund pending."
+        "Nothing was refunded: DE--1001 / SKU-1 cannot be refunded: its state is “payment refund pending”."
     ]
 
 
@@ -253,7 +253,7 @@ def test_refund_orders_confirms_every_order_in_its_own_currency(admin_client_ali
     assert f"Order {euros.reference}" in page and f"Order {pounds.reference}" in page
     assert "€24.95" in page  # the second item and the shipping: no item stays unrefunded
     assert "£12.50" in page
-    assert "it is payment refund pending" in page
+    assert "its state is “payment refund pending”" in page
 
     response = post_action(admin_client_alice, ORDERS_URL, "refund_orders", [euros.pk, pounds.pk], post="yes")
 
@@ -349,7 +349,7 @@ def test_confirm_refund_now_refuses_an_item_that_has_not_succeeded(admin_client_
     response = post_action(admin_client_alice, ITEMS_URL, "confirm_refund_now", [succeeded_item.pk, captured.pk])
 
     assert messages_of(response) == [
-        f"Nothing was confirmed: {captured} cannot be confirmed: it is payment captured, not payment refund succeeded."
+        f"Nothing was confirmed: {captured} cannot be confirmed: its state is “payment captured”, not “payment refund succeeded”."
     ]
     assert states(succeeded_item, captured) == [ItemState.PAYMENT_REFUND_SUCCEEDED, ItemState.PAYMENT_CAPTURED]
 

@@ -38,7 +38,10 @@ def messages_of(response) -> list[str]:
 
 
 def post_action(client, url, action, ids, **data):
-    return client.post(url, {"action": action, ACTION_CHECKBOX_NAME: [str(pk) for pk in ids], **data})
+    data = {"action": action, ACTION_CHECKBOX_NAME: [str(pk) for pk in ids], **data}
+    if action in ("refund_items", "refund_orders"):
+        return post_confirmed(client, url, data)  # the refund confirmation's fingerprint is required
+    return client.post(url, data)
 
 
 @pytest.fixture
@@ -92,7 +95,7 @@ def test_approve_shows_a_confirmation_page_then_approves(approver_client, held, 
     assert table_rows(page, "approval-refunds") == [[
         f"#{held.pk} awaiting approval (not yet sent to Stripe)", held.order.reference,
         ", ".join(held.items.order_by("pk").values_list("sku", flat=True)),
-        f"alice, {held.created_at:%Y-%m-%d %H:%M}", "—", "€30.00", "Yes",
+        f"alice, {held.created_at:%Y-%m-%d %H:%M:%S}", "—", "€30.00", "Yes",
     ]]
     assert Refund.objects.get().status == RefundStatus.AWAITING_APPROVAL
 
@@ -287,7 +290,7 @@ def test_the_attention_page_lists_open_cases_newest_first_with_counts_per_kind(c
     assert reverse("admin:refunds_order_change", args=[paid_order.pk]) in html
 
     resolved = client.get(ATTENTION_URL, {"status": "resolved"})
-    assert [row[-1] for row in table_rows(resolved, "result_list")] == ["resolved by alice, 2026-03-04 09:00 UTC"]
+    assert [row[-1] for row in table_rows(resolved, "result_list")] == ["resolved by alice, 2026-03-04 09:00:00"]
 
 
 def test_resolve_takes_a_note_and_is_audited(client, open_cases):

@@ -114,10 +114,10 @@ def test_order_page_shows_items_refunds_history_and_flags_dashboard_refunds(alic
     first_refund, second_refund = first.refunds.get(), second.refunds.get()
     history = [row[1:] for row in table_rows(response, "transition-history")]  # all but the time
     assert sorted(history) == sorted([
-        [first.sku, "start_refund", "payment captured", "payment refund pending", "alice", str(first_refund)],
-        [first.sku, "refund_succeeded", "payment refund pending", "payment refund succeeded", "Stripe API response",
-         str(first_refund)],
-        [second.sku, "start_refund", "payment captured", "payment refund pending", "alice", str(second_refund)],
+        [first.sku, "refund started", "payment captured", "payment refund pending", "alice", str(first_refund)],
+        [first.sku, "Stripe confirmed the refund", "payment refund pending", "payment refund succeeded",
+         "Stripe API response", str(first_refund)],
+        [second.sku, "refund started", "payment captured", "payment refund pending", "alice", str(second_refund)],
     ])
     assert 'name="state"' not in html  # the state is never a form field
 
@@ -159,13 +159,13 @@ def test_item_page_shows_its_refunds_and_audit_log_read_only(alice_client, busy_
 
     assert f"https://dashboard.stripe.com/test/refunds/{refund.stripe_refund_id}" in html
     history = [
-        (row["transition"], row["from_display"], row["to_display"], row["by"], row["refund"])
+        (row["transition_display"], row["from_display"], row["to_display"], row["by_display"], row["refund"])
         for row in inline_rows(response, "transitions-group")
     ]
-    assert history == [
-        ("start_refund", "payment captured", "payment refund pending", "alice", refund.stripe_refund_id),
-        ("refund_succeeded", "payment refund pending", "payment refund succeeded", "Stripe API response",
+    assert history == [  # newest first, as every audit list of the Back Office
+        ("Stripe confirmed the refund", "payment refund pending", "payment refund succeeded", "Stripe API response",
          refund.stripe_refund_id),
+        ("refund started", "payment captured", "payment refund pending", "alice", refund.stripe_refund_id),
     ]
     assert 'name="state"' not in html
     assert alice_client.post(reverse("admin:refunds_orderitem_change", args=[item.pk]), {}).status_code == 403
@@ -224,7 +224,7 @@ def test_check_status_with_stripe_applies_what_stripe_says(alice_client, paid_or
         {"action": "check_status_with_stripe", ACTION_CHECKBOX_NAME: [refund.pk]},
     )
 
-    assert messages_of(response) == [f"{refund.stripe_refund_id}: now succeeded (was pending at Stripe)."]
+    assert messages_of(response) == [f"Refund #{refund.pk} ({refund.stripe_refund_id}): now succeeded (was pending at Stripe)."]
     assert OrderItem.objects.get(pk=item.pk).state == ItemState.PAYMENT_REFUND_SUCCEEDED
     assert item.transitions.last().by == "alice"
 
@@ -238,7 +238,7 @@ def test_check_status_button_on_the_refund_page(alice_client, paid_order, back_o
     response = alice_client.post(url)
 
     assert response.status_code == 302
-    assert messages_of(response) == [f"{refund.stripe_refund_id}: unchanged, pending at Stripe."]
+    assert messages_of(response) == [f"Refund #{refund.pk} ({refund.stripe_refund_id}): unchanged, pending at Stripe."]
 
 
 def test_a_stripe_outage_during_check_status_is_an_error_message(
@@ -254,7 +254,7 @@ def test_a_stripe_outage_during_check_status_is_an_error_message(
     response = alice_client.post(reverse("admin:refunds_refund_check_status", args=[refund.pk]))
 
     assert response.status_code == 302
-    assert messages_of(response) == [f"{refund.stripe_refund_id}: Stripe could not be asked: Could not connect to Stripe."]
+    assert messages_of(response) == [f"Refund #{refund.pk} ({refund.stripe_refund_id}): Stripe could not be asked: Could not connect to Stripe."]
     assert Refund.objects.get(pk=refund.pk).status == RefundStatus.PENDING
 
 
@@ -322,7 +322,7 @@ def test_reprocess_reports_an_event_that_cannot_be_applied(alice_client, db):
     )
 
     (message,) = messages_of(response)
-    assert message.startswith(f"{event.stripe_event_id} (refund.updated) could not be applied: InvalidEvent:")
+    assert message.startswith(f"Stripe event {event.stripe_event_id} (refund.updated) could not be applied: InvalidEvent:")
     assert "Traceback" not in message
     event.refresh_from_db()
     assert event.processed_at is None and event.error

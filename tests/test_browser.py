@@ -98,7 +98,7 @@ def test_refund_two_items_through_the_confirmation_page(live_server, shop_order,
         plan = page.locator(f"#plan-{shop_order.pk}").inner_text()
         assert "Order DE--1001" in plan
         assert "€25.00" in plan and "€59.90" in plan
-        assert "SOCK-3PK · Socks, 3-pack (€12.00): it is payment refund succeeded." in plan
+        assert "SOCK-3PK · Socks, 3-pack (€12.00): its state is “payment refund succeeded”." in plan
         assert page.locator(".oms-total").inner_text() == "€84.90"
         page.select_option("#id_reason", "requested_by_customer")
         page.fill("#id_note", "Returned in the original packaging.")
@@ -109,7 +109,7 @@ def test_refund_two_items_through_the_confirmation_page(live_server, shop_order,
             "2 items of order DE--1001 queued for refund: €84.90"
         )
         assert page.locator("ul.messagelist li.warning").inner_text() == (
-            "DE--1001 / SOCK-3PK was not refunded: it is payment refund succeeded."
+            "DE--1001 / SOCK-3PK was not refunded: its state is “payment refund succeeded”."
         )
         for item in (tee, hoodie):
             row = page.locator("#result_list tr", has=page.locator(f'input.action-select[value="{item.pk}"]'))

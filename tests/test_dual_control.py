@@ -183,7 +183,7 @@ def test_a_refund_is_decided_once(paid_order, back_office_user, approver):
     refund = held_refund(list(paid_order.items.order_by("pk")[:2]), back_office_user)
     services.approve_refund(refund=refund, user=approver)
 
-    with pytest.raises(RefundError, match=r"is not awaiting approval: it is queued .* \(approved by bob\)"):
+    with pytest.raises(RefundError, match=r"is not awaiting approval: its status is “queued .*” \(approved by bob\)"):
         services.approve_refund(refund=refund, user=UserFactory(username="dora", is_superuser=True))
     with pytest.raises(RefundError, match=r"\(approved by bob\)"):
         services.reject_refund(refund=refund, user=UserFactory(username="dora"), note="too late")

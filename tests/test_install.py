@@ -243,6 +243,9 @@ def test_the_wheel_holds_the_refunds_package_only(host):
         "refunds/management/commands/finalize_refunds.py",
         "refunds/templates/admin/refunds/refund_confirmation.html",
         "refunds/static/refunds/back_office.css",
+        "refunds/static/refunds/submit_once.js",
+        "refunds/locale/de/LC_MESSAGES/django.mo",  # the German Back Office, compiled
+        "refunds/management/commands/create_refund_roles.py",
     ):
         assert packaged in names
 

@@ -39,7 +39,7 @@ def test_two_back_office_users_refunding_the_same_item_produce_one_refund_and_on
     )
 
     assert isinstance(alices, list) and isinstance(bobs, RefundError), (alices, bobs)
-    assert "cannot be refunded: it is payment refund pending" in str(bobs)
+    assert "cannot be refunded: its state is “payment refund pending”" in str(bobs)
     assert Refund.objects.get().created_by == alice
     assert len(fake_stripe.create_calls) == 1
 

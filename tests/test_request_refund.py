@@ -242,7 +242,7 @@ def test_a_selection_with_an_item_that_cannot_be_refunded_is_refused_whole(paid_
     first, second, _ = paid_order.items.order_by("pk")
     OrderItem.objects.filter(pk=second.pk).update(state=state)
 
-    with pytest.raises(OrderNotRefundable, match=rf"{second.sku} cannot be refunded: it is {state.label}"):
+    with pytest.raises(OrderNotRefundable, match=rf"{second.sku} cannot be refunded: its state is “{state.label}”"):
         refund([first, second], back_office_user)
 
     assert not Refund.objects.exists()
@@ -253,7 +253,7 @@ def test_an_item_refunded_twice_is_refused_the_second_time(paid_order, back_offi
     first = paid_order.items.order_by("pk")[0]
     refund([first], back_office_user)
 
-    with pytest.raises(OrderNotRefundable, match="it is payment refund pending"):
+    with pytest.raises(OrderNotRefundable, match="its state is “payment refund pending”"):
         refund([first], back_office_user)
 
     assert Refund.objects.count() == 1

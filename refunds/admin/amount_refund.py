@@ -4,38 +4,46 @@ a shipping-only refund), typed in the order's currency and parsed exactly
 
 from __future__ import annotations
 
+import uuid
+
 from django import forms
 from django.contrib import messages
-from django.core.exceptions import PermissionDenied
 from django.http import HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils.translation import gettext, gettext_lazy as _
 
 from .. import selectors, services
-from ..exceptions import RefundError
+from ..exceptions import AlreadyRequested, RefundError
+from .base import forbidden
+from .double_submit import already_requested_message
 from ..models import RefundReason, RefundStatus
 from ..money import AmountParseError, exponent, format_money, major_units, parse_major_units
 
 
 class AmountRefundForm(forms.Form):
-    amount = forms.CharField(label="Amount", max_length=32)
+    # A token per page view: the same form sent twice makes one refund (request_amount_refund).
+    request_key = forms.RegexField(regex=r"^[0-9a-f]{32}$", widget=forms.HiddenInput, required=False)
+    amount = forms.CharField(label=_("Amount"), max_length=32)
     reason = forms.ChoiceField(
-        label="Reason", choices=[("", "— none —"), *RefundReason.choices], required=False,
-        help_text="Sent to Stripe with the refund; optional.",
+        label=_("Reason"), choices=[("", _("— none —")), *RefundReason.choices], required=False,
+        help_text=_("Sent to Stripe with the refund; optional."),
     )
     note = forms.CharField(
-        label="Note", required=False, widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
-        help_text="Why this amount: kept with the refund for the Back Office; not sent to Stripe.",
+        label=_("Note"), required=False, widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
+        help_text=_("Why this amount: kept with the refund for the Back Office; not sent to Stripe."),
     )
 
     def __init__(self, *args, currency: str, **kwargs):
         super().__init__(*args, **kwargs)
+        self.fields["request_key"].initial = uuid.uuid4().hex
         self.currency = currency
         places = exponent(currency)
         example = major_units(1200 if places == 0 else 1250 * 10 ** (places - 2), currency)
         self.fields["amount"].help_text = (
-            f"In {currency.upper()}, for example {example}; a point before decimals, commas between thousands allowed."
+            gettext("In %(currency)s, for example %(example)s; a point before decimals, commas between thousands allowed.")
+            % {"currency": currency.upper(), "example": example}
         )
         self.fields["amount"].widget.attrs.update(inputmode="decimal", autocomplete="off", size=14)
 
@@ -62,7 +70,7 @@ class AmountRefundView:
     def amount_refund_view(self, request, object_id):
         order = get_object_or_404(self.get_queryset(request), pk=object_id)
         if not (self.has_view_permission(request, order) and self.has_refund_permission(request)):
-            raise PermissionDenied
+            return forbidden(self, request, gettext("You may not refund orders."))
         order_url = reverse("admin:refunds_order_change", args=[order.pk])
         form = AmountRefundForm(request.POST or None, currency=order.currency)
         if request.method == "POST" and form.is_valid():
@@ -70,9 +78,13 @@ class AmountRefundView:
             try:
                 refund = services.request_amount_refund(
                     order=order.pk, amount=data["amount"], user=request.user, reason=data["reason"], note=data["note"],
+                    request_key=data["request_key"] or "",
                 )
+            except AlreadyRequested as done:
+                self.message_user(request, already_requested_message(request, done.refund), messages.SUCCESS)
+                return HttpResponseRedirect(order_url)
             except RefundError as error:
-                form.add_error(None, f"Nothing was refunded: {error}")
+                form.add_error(None, gettext("Nothing was refunded: %(error)s") % {"error": error})
             else:
                 self._report(request, order, refund)
                 return HttpResponseRedirect(order_url)
@@ -83,7 +95,8 @@ class AmountRefundView:
         opts = self.model._meta
         context = {
             **self.admin_site.each_context(request),
-            "title": f"Refund an amount of order {order.reference}",
+            "is_nav_sidebar_enabled": False,  # the content gets the page's width
+            "title": gettext("Refund an amount of order %(order)s") % {"order": order.reference},
             "subtitle": None,
             "opts": opts,
             "original": order,
@@ -106,11 +119,16 @@ class AmountRefundView:
         if waits:
             self.message_user(
                 request,
-                f"Refund of {refund.amount_display} for order {order.reference} awaits approval: another user "
-                f"with the approve permission must approve it before it is sent to Stripe.",
+                gettext(
+                    "Refund of %(amount)s for order %(order)s awaits approval: another user with the approve "
+                    "permission must approve it before it is sent to Stripe."
+                ) % {"amount": refund.amount_display, "order": order.reference},
                 messages.WARNING,
             )
         else:
             self.message_user(
-                request, f"Refund of {refund.amount_display} for order {order.reference} queued.", messages.SUCCESS,
+                request,
+                gettext("Refund of %(amount)s for order %(order)s queued.")
+                % {"amount": refund.amount_display, "order": order.reference},
+                messages.SUCCESS,
             )

@@ -14,25 +14,27 @@ from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.template.response import TemplateResponse
 from django.urls import reverse
+from django.utils.translation import gettext, gettext_lazy as _
 
 from .. import services
 from ..exceptions import RefundError
 from ..models import Refund, RefundStatus
+from .double_submit import decided_message
 
 APPROVE, REJECT = "approve", "reject"
 
 
 class ApproveForm(forms.Form):
     note = forms.CharField(
-        label="Note", required=False, widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
-        help_text="Kept with the refund (optional).",
+        label=_("Note"), required=False, widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
+        help_text=_("Kept with the refund (optional)."),
     )
 
 
 class RejectForm(forms.Form):
     note = forms.CharField(
-        label="Why rejected", required=True, widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
-        help_text="Required. Kept with the refund; the requester reads it there.",
+        label=_("Why rejected"), required=True, widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
+        help_text=_("Required. Kept with the refund; the requester reads it there."),
     )
 
 
@@ -47,9 +49,9 @@ def decisions_for(request, queryset) -> list[Decision]:
     for refund in queryset.select_related("order", "created_by").prefetch_related("items").order_by("pk"):
         refused = ""
         if refund.status != RefundStatus.AWAITING_APPROVAL:
-            refused = f"it is {refund.get_status_display()}, not awaiting approval"
+            refused = gettext("its status is “%(status)s”, not awaiting approval") % {"status": refund.get_status_display()}
         elif refund.created_by_id == request.user.pk:
-            refused = "you requested it yourself; another user must decide it"
+            refused = gettext("you requested it yourself; another user must decide it")
         decisions.append(Decision(refund, refused))
     return decisions
 
@@ -60,11 +62,11 @@ class ApprovalActions:
     def has_approve_permission(self, request):
         return request.user.has_perm("refunds.approve_refund")
 
-    @admin.action(permissions=["approve"], description="Approve selected refunds")
+    @admin.action(permissions=["approve"], description=_("Approve selected refunds"))
     def approve_refunds(self, request, queryset):
         return self._decide(request, queryset, APPROVE)
 
-    @admin.action(permissions=["approve"], description="Reject selected refunds")
+    @admin.action(permissions=["approve"], description=_("Reject selected refunds"))
     def reject_refunds(self, request, queryset):
         return self._decide(request, queryset, REJECT)
 
@@ -78,7 +80,8 @@ class ApprovalActions:
         opts = self.model._meta
         context = {
             **self.admin_site.each_context(request),
-            "title": "Approve refunds" if decision == APPROVE else "Reject refunds",
+            "is_nav_sidebar_enabled": False,  # the content gets the page's width
+            "title": gettext("Approve refunds") if decision == APPROVE else gettext("Reject refunds"),
             "subtitle": None,
             "opts": opts,
             "decision": decision,
@@ -103,22 +106,36 @@ class ApprovalActions:
                 else:
                     refund = services.reject_refund(refund=refund.pk, user=request.user, note=note)
             except RefundError as error:
-                self.message_user(request, f"Refund #{refund.pk} was not {decision}d: {error}", messages.ERROR)
+                decided = Refund.objects.select_related("approved_by", "rejected_by").get(pk=refund.pk)
+                if decided.approved_by_id or decided.rejected_by_id:
+                    # Decided before this POST got to it: a double click, or another approver.
+                    same = (decided.approved_by_id if decision == APPROVE else decided.rejected_by_id) == request.user.pk
+                    self.message_user(
+                        request, decided_message(request, decided), messages.SUCCESS if same else messages.WARNING
+                    )
+                else:
+                    text = (
+                        gettext("Refund #%(id)s was not approved: %(error)s") if decision == APPROVE
+                        else gettext("Refund #%(id)s was not rejected: %(error)s")
+                    )
+                    self.message_user(request, text % {"id": refund.pk, "error": error}, messages.ERROR)
                 continue
             order = refund.order
             if decision == APPROVE:
                 self.log_change(request, refund, f"Refund approved{': ' + note if note else ''}")
                 self.message_user(
                     request,
-                    f"Refund #{refund.pk} of order {order.reference} approved: {refund.amount_display} is being "
-                    f"sent to Stripe.",
+                    gettext("Refund #%(id)s of order %(order)s approved: %(amount)s is being sent to Stripe.")
+                    % {"id": refund.pk, "order": order.reference, "amount": refund.amount_display},
                     messages.SUCCESS,
                 )
             else:
                 self.log_change(request, refund, f"Refund rejected: {note}")
                 self.message_user(
                     request,
-                    f"Refund #{refund.pk} of order {order.reference} rejected: nothing was sent to Stripe, "
-                    f"its items are back where they were.",
+                    gettext(
+                        "Refund #%(id)s of order %(order)s rejected: nothing was sent to Stripe, its items are back "
+                        "where they were."
+                    ) % {"id": refund.pk, "order": order.reference},
                     messages.SUCCESS,
                 )

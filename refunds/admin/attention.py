@@ -11,9 +11,9 @@ from django.contrib.admin import helpers
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html
-from django.utils.safestring import mark_safe
 from django.utils.http import urlencode
 from django.utils.text import Truncator
+from django.utils.translation import gettext, gettext_lazy as _, ngettext
 
 from .. import selectors, services
 from ..exceptions import RefundError
@@ -29,11 +29,11 @@ RESOLVE_PERMISSION = "refunds.resolve_attentioncase"
 class CaseStatusFilter(admin.SimpleListFilter):
     """Open cases unless asked otherwise: the page is a work queue."""
 
-    title = "status"
+    title = _("status")
     parameter_name = "status"
 
     def lookups(self, request, model_admin):
-        return [("open", "open"), ("resolved", "resolved"), ("all", "all")]
+        return [("open", _("open")), ("resolved", _("resolved")), ("all", _("all"))]
 
     def queryset(self, request, queryset):
         value = self.value() or "open"
@@ -52,8 +52,8 @@ class CaseStatusFilter(admin.SimpleListFilter):
 
 class ResolveForm(forms.Form):
     note = forms.CharField(
-        label="What was done", widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
-        help_text="Required: kept with the case (who resolved it and when are recorded too).",
+        label=_("What was done"), widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
+        help_text=_("Required: kept with the case (who resolved it and when are recorded too)."),
     )
 
 
@@ -82,46 +82,49 @@ class AttentionAdmin(ReadOnlyAdmin):
         return request.user.has_perm(RESOLVE_PERMISSION)
 
     # --- columns and fields ---------------------------------------------------------------
-    @admin.display(description="opened", ordering="opened_at")
+    @admin.display(description=_("opened"), ordering="opened_at")
     def opened_display(self, case):
-        return f"{case.opened_at:%Y-%m-%d %H:%M}"
+        return display.when(case.opened_at)
 
-    @admin.display(description="kind", ordering="kind")
+    @admin.display(description=_("kind"), ordering="kind")
     def kind_display(self, case):
         return format_html('<span class="oms-case oms-case--{}">{}</span>', case.kind, case.get_kind_display())
 
-    @admin.display(description="what it means")
+    @admin.display(description=_("what it means"))
     def kind_help(self, case):
         return KIND_HELP.get(case.kind, "")
 
-    @admin.display(description="order", ordering="order__reference")
+    @admin.display(description=_("order"), ordering="order__reference")
     def order_link(self, case):
         return display.admin_link(case.order, case.order.reference) if case.order_id else "—"
 
-    @admin.display(description="refund")
+    @admin.display(description=_("refund"))
     def refund_link(self, case):
         return display.admin_link(case.refund) if case.refund_id else "—"
 
-    @admin.display(description="Stripe event")
+    @admin.display(description=_("Stripe event"))
     def event_link(self, case):
         return display.admin_link(case.event, case.event.stripe_event_id) if case.event_id else "—"
 
-    @admin.display(description="detail")
+    @admin.display(description=_("detail"))
     def detail_display(self, case):
         return Truncator(case.detail).chars(240)
 
-    @admin.display(description="status", ordering="resolved_at")
+    @admin.display(description=_("status"), ordering="resolved_at")
     def status_display(self, case):
         if case.resolved_at is None:
-            return mark_safe('<span class="oms-case-open">open</span>')
-        by = f"by {case.resolved_by.get_username()}" if case.resolved_by_id else "by itself"
-        return f"resolved {by}, {case.resolved_at:%Y-%m-%d %H:%M} UTC"
+            return format_html('<span class="oms-case-open">{}</span>', gettext("open"))
+        if case.resolved_by_id:
+            text = gettext("resolved by %(user)s,") % {"user": case.resolved_by.get_username()}
+        else:
+            text = gettext("resolved by itself,")
+        return format_html("{} {}", text, display.when(case.resolved_at))
 
-    @admin.display(description="alert")
+    @admin.display(description=_("alert"))
     def alert_display(self, case):
         if case.alert_sent_at:
-            return f"sent {case.alert_sent_at:%Y-%m-%d %H:%M} UTC"
-        return "not sent yet (retried; reconciliation sends it)" if case.alert_attempts else "queued"
+            return format_html("{} {}", gettext("sent"), display.when(case.alert_sent_at))
+        return gettext("not sent yet (retried; reconciliation sends it)") if case.alert_attempts else gettext("queued")
 
     # --- the page: counts per kind above the list -------------------------------------------
     def changelist_view(self, request, extra_context=None):
@@ -139,7 +142,7 @@ class AttentionAdmin(ReadOnlyAdmin):
         statuses = [
             {"label": label, "selected": value == status,
              "url": f"{url}?{urlencode({'status': value, **({'kind__exact': kind} if kind else {})})}"}
-            for value, label in (("open", "open"), ("resolved", "resolved"), ("all", "all"))
+            for value, label in (("open", gettext("open")), ("resolved", gettext("resolved")), ("all", gettext("all")))
         ]
         extra_context = {
             **(extra_context or {}),
@@ -148,7 +151,7 @@ class AttentionAdmin(ReadOnlyAdmin):
             "all_kinds_url": f"{url}?{urlencode({'status': status})}",
             "kind_selected": bool(kind),
             "open_total": sum(counts.values()),
-            "title": "Needs attention",
+            "title": gettext("Needs attention"),
         }
         return super().changelist_view(request, extra_context)
 
@@ -161,7 +164,7 @@ class AttentionAdmin(ReadOnlyAdmin):
         return super().change_view(request, object_id, form_url, extra_context)
 
     # --- Resolve ----------------------------------------------------------------------------
-    @admin.action(permissions=["resolve"], description="Resolve selected cases")
+    @admin.action(permissions=["resolve"], description=_("Resolve selected cases"))
     def resolve_cases(self, request, queryset):
         cases = list(queryset.select_related("order", "refund").order_by("-opened_at", "-pk"))
         form = ResolveForm(request.POST if request.POST.get("post") else None)
@@ -178,13 +181,16 @@ class AttentionAdmin(ReadOnlyAdmin):
                 resolved += 1
             if resolved:
                 self.message_user(
-                    request, f"{resolved} case{'' if resolved == 1 else 's'} resolved.", messages.SUCCESS,
+                    request,
+                    ngettext("%(count)d case resolved.", "%(count)d cases resolved.", resolved) % {"count": resolved},
+                    messages.SUCCESS,
                 )
             return None
         opts = self.model._meta
         context = {
             **self.admin_site.each_context(request),
-            "title": "Resolve cases",
+            "is_nav_sidebar_enabled": False,  # the content gets the page's width
+            "title": gettext("Resolve cases"),
             "subtitle": None,
             "opts": opts,
             "cases": cases,

@@ -4,12 +4,14 @@ labels, Stripe ids as links to the Stripe Dashboard, failure reasons in words.""
 from __future__ import annotations
 
 from django.urls import reverse
+from django.utils import dateformat, timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 from django.utils.text import Truncator
+from django.utils.translation import gettext
 
 from ..conf import app_settings
-from ..models import ItemState, RefundOrigin, RefundStatus
+from ..models import ItemState, RefundOrigin, RefundStatus, transition_label
 from ..money import format_money
 
 # Stripe's refund `failure_reason` values: https://docs.stripe.com/api/refunds/object#refund_object-failure_reason
@@ -44,11 +46,32 @@ def money(amount: int | None, currency: str) -> str:
     return "—" if amount is None else format_money(amount, currency)
 
 
+def currency_code(currency: str) -> str:
+    """One style everywhere in the Back Office: EUR, never eur (Stripe's own lower case stays in data)."""
+    return (currency or "").upper()
+
+
+def money_with_others(summary, part: str):
+    """`summary.refunded` or `.in_flight` (selectors.OrderMoney) in the order's currency, and
+    apart from it, never added, what a refund in another currency holds."""
+    amount = money(getattr(summary, part), summary.currency)
+    index = 0 if part == "refunded" else 1
+    others = [
+        format_money(values[index], currency) for currency, values in sorted(summary.other_currencies.items())
+        if values[index]
+    ]
+    if not others:
+        return amount
+    return format_html(
+        '{} <span class="oms-other-currency-amount">{}</span>', amount, " + ".join(others)
+    )
+
+
 def failure_reason_in_words(failure_reason: str) -> str:
     if not failure_reason:
         return ""
     if failure_reason.startswith("stripe_error: "):
-        return f"Stripe refused the refund ({failure_reason.removeprefix('stripe_error: ')})"
+        return gettext("Stripe refused the refund (%(error)s)") % {"error": failure_reason.removeprefix("stripe_error: ")}
     return STRIPE_FAILURE_REASONS.get(failure_reason, failure_reason.replace("_", " "))
 
 
@@ -87,7 +110,7 @@ def stripe_dashboard_url(stripe_refund_id: str) -> str:
 
 def stripe_refund_link(stripe_refund_id: str | None):
     if not stripe_refund_id:
-        return "— (not yet at Stripe)"
+        return gettext("— (not yet at Stripe)")
     return format_html(
         '<a href="{}" target="_blank" rel="noopener noreferrer" class="oms-stripe-link">{}</a>',
         stripe_dashboard_url(stripe_refund_id),
@@ -106,9 +129,32 @@ def admin_link(obj, text=None):
 def approval(refund) -> str:
     """Dual control on a refund's page: who approved or rejected it, or that it waits."""
     if refund.approved_by_id:
-        return f"approved by {refund.approved_by.get_username()}"
+        return gettext("approved by %(user)s") % {"user": refund.approved_by.get_username()}
     if refund.rejected_by_id:
-        return f"rejected by {refund.rejected_by.get_username()}"
+        return gettext("rejected by %(user)s") % {"user": refund.rejected_by.get_username()}
     if refund.status == RefundStatus.AWAITING_APPROVAL:
-        return "awaiting approval by a second user"
+        return gettext("awaiting approval by a second user")
     return "—"
+
+
+def transition(name: str):
+    """A transition in a Back Office user's words ("refund started"), its code name on hover."""
+    return format_html('<span class="oms-transition" title="{}">{}</span>', name, transition_label(name))
+
+
+def when(moment) -> str:
+    """A moment of the audit, to the second, in the active time zone."""
+    if moment is None:
+        return "—"
+    # ISO 8601 in every language (DIN 5008 writes it too): unambiguous, and sorts as it reads.
+    local = timezone.localtime(moment)
+    # Date and time each on one line; in a narrow column the time goes below the date.
+    return format_html(
+        '<span class="oms-when"><span>{}</span> <span>{}</span></span>',
+        dateformat.format(local, "Y-m-d"), dateformat.format(local, "H:i:s"),
+    )
+
+
+def actor(by: str):
+    """Who fired a transition; a long "Stripe event evt_…" may break anywhere."""
+    return format_html('<span class="oms-actor">{}</span>', by)

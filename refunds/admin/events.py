@@ -6,19 +6,19 @@ import json
 
 from django.contrib import admin, messages
 from django.utils.html import format_html
-from django.utils.translation import ngettext
+from django.utils.translation import gettext, gettext_lazy as _, ngettext
 
-from ..models import ItemTransition, StripeEvent
+from ..models import TRANSITION_LABELS, ItemTransition, StripeEvent, transition_label
 from . import display
 from .base import ReadOnlyAdmin
 
 
 class ProcessedFilter(admin.SimpleListFilter):
-    title = "outcome"
+    title = _("outcome")
     parameter_name = "outcome"
 
     def lookups(self, request, model_admin):
-        return [("processed", "processed"), ("error", "failed (has an error)"), ("unprocessed", "not processed")]
+        return [("processed", _("processed")), ("error", _("failed (has an error)")), ("unprocessed", _("not processed"))]
 
     def queryset(self, request, queryset):
         if self.value() == "processed":
@@ -32,7 +32,8 @@ class ProcessedFilter(admin.SimpleListFilter):
 
 @admin.register(StripeEvent)
 class StripeEventAdmin(ReadOnlyAdmin):
-    list_display = ["stripe_event_id", "type", "received_at", "processed_at", "error_display", "refund_link"]
+    list_display = ["event_id_display", "type", "received_display", "processed_display", "error_display", "refund_link"]
+    list_display_links = ["event_id_display"]
     list_filter = [ProcessedFilter, "type", "received_at"]
     search_fields = ["stripe_event_id", "type", "=refund__stripe_refund_id", "refund__order__reference"]
     list_select_related = ["refund"]
@@ -40,23 +41,35 @@ class StripeEventAdmin(ReadOnlyAdmin):
     fields = ["stripe_event_id", "type", "received_at", "processed_at", "error", "refund_link", "payload_display"]
     readonly_fields = fields
 
-    @admin.display(description="error")
+    @admin.display(description=_("Stripe event"), ordering="stripe_event_id")
+    def event_id_display(self, event):
+        return format_html('<span class="oms-stripe-id">{}</span>', event.stripe_event_id)
+
+    @admin.display(description=_("received"), ordering="received_at")
+    def received_display(self, event):
+        return display.when(event.received_at)
+
+    @admin.display(description=_("processed"), ordering="processed_at")
+    def processed_display(self, event):
+        return display.when(event.processed_at)
+
+    @admin.display(description=_("error"))
     def error_display(self, event):
         return display.first_line(event.error)
 
-    @admin.display(description="refund")
+    @admin.display(description=_("refund"))
     def refund_link(self, event):
         return display.admin_link(event.refund)
 
-    @admin.display(description="payload")
+    @admin.display(description=_("payload"))
     def payload_display(self, event):
         return format_html('<pre class="oms-payload">{}</pre>', json.dumps(event.payload, indent=2, sort_keys=True))
 
     def has_reprocess_permission(self, request):
-        # The events stay read-only here; "change" on StripeEvent is the right to re-run one.
-        return request.user.has_perm("refunds.change_stripeevent")
+        # The events stay read-only here; applying one again is a permission of its own.
+        return request.user.has_perm("refunds.reprocess_stripeevent")
 
-    @admin.action(permissions=["reprocess"], description="Reprocess selected events")
+    @admin.action(permissions=["reprocess"], description=_("Reprocess selected events"))
     def reprocess(self, request, queryset):
         """Apply stored events again, oldest first; each in its own transaction (webhooks.process_event)."""
         from ..webhooks import process_event  # the webhook module imports services; keep admin import light
@@ -71,7 +84,8 @@ class StripeEventAdmin(ReadOnlyAdmin):
                 )
                 self.message_user(
                     request,
-                    f"{event.stripe_event_id} ({event.type}) could not be applied: {error.__class__.__name__}: {error}",
+                    gettext("Stripe event %(id)s (%(type)s) could not be applied: %(error)s")
+                    % {"id": event.stripe_event_id, "type": event.type, "error": f"{error.__class__.__name__}: {error}"},
                     messages.ERROR,
                 )
             else:
@@ -86,20 +100,47 @@ class StripeEventAdmin(ReadOnlyAdmin):
             )
 
 
+class TransitionFilter(admin.SimpleListFilter):
+    title = _("transition")
+    parameter_name = "transition"
+
+    def lookups(self, request, model_admin):
+        return [(name, transition_label(name)) for name in TRANSITION_LABELS]
+
+    def queryset(self, request, queryset):
+        if self.value():
+            return queryset.filter(transition=self.value())
+        return queryset
+
+
 @admin.register(ItemTransition)
 class ItemTransitionAdmin(ReadOnlyAdmin):
-    """The audit log: who moved which item where, and for which refund."""
+    """The audit log: who moved which item where, and for which refund; newest first."""
 
-    list_display = ["at", "item", "transition", "from_display", "to_display", "by", "refund"]
-    list_filter = ["transition", "to_state", "at"]
+    list_display = ["at_display", "item", "transition_display", "from_display", "to_display", "by_display", "refund"]
+    list_display_links = ["at_display"]
+    list_filter = [TransitionFilter, "to_state", "at"]
     search_fields = ["item__order__reference", "item__sku", "by", "=refund__stripe_refund_id"]
     list_select_related = ["item__order", "refund"]
     date_hierarchy = "at"
+    ordering = ["-at", "-pk"]
 
-    @admin.display(description="from", ordering="from_state")
+    @admin.display(description=_("when"), ordering="at")
+    def at_display(self, entry):
+        return display.when(entry.at)
+
+    @admin.display(description=_("transition"), ordering="transition")
+    def transition_display(self, entry):
+        return display.transition(entry.transition)
+
+    @admin.display(description=_("by"), ordering="by")
+    def by_display(self, entry):
+        return display.actor(entry.by)
+
+    @admin.display(description=_("from"), ordering="from_state")
     def from_display(self, entry):
         return display.state_label(entry.from_state)
 
-    @admin.display(description="to", ordering="to_state")
+    @admin.display(description=_("to"), ordering="to_state")
     def to_display(self, entry):
         return display.state_label(entry.to_state)

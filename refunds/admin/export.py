@@ -6,6 +6,7 @@ from __future__ import annotations
 from django.contrib import admin
 from django.http import StreamingHttpResponse
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 
 from .. import services
 
@@ -14,7 +15,7 @@ class ExportActions:
     """Mixed into the Refund admin. Selecting "all N refunds" exports every refund the
     changelist's filters and search select, however many: the rows are streamed."""
 
-    @admin.action(permissions=["view"], description="Export selected refunds as CSV (finance)")
+    @admin.action(permissions=["view"], description=_("Export selected refunds as CSV (finance)"))
     def export_refunds_csv(self, request, queryset):
         filename = f"refunds-{timezone.now():%Y%m%d-%H%M%S}.csv"
         response = StreamingHttpResponse(services.csv_lines(queryset), content_type="text/csv; charset=utf-8")

@@ -4,19 +4,22 @@ the transition history and a "Refund" button."""
 from __future__ import annotations
 
 from django.contrib import admin
-from django.core.exceptions import PermissionDenied
+from django.contrib.admin.views.main import ChangeList
 from django.db.models import Count, Exists, OuterRef, Q, Sum
 from django.db.models.functions import Coalesce
 from django.http import HttpResponseRedirect
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
+from django.utils.translation import gettext, gettext_lazy as _
 
 from .. import selectors
 from ..models import ItemState, Order, OrderItem, Refund, RefundOrigin
-from ..services import captured_amount
+from ..services import preview_refunds
 from . import display
 from .amount_refund import AmountRefundView
-from .base import ReadOnlyAdmin, ReadOnlyInline, get_object_or_404, has_refund_permission, object_pk
+from .base import (
+    CurrencyFilter, ReadOnlyAdmin, ReadOnlyInline, forbidden, get_object_or_404, has_refund_permission, object_pk,
+)
 from .refund_flow import refund_with_confirmation
 
 
@@ -25,7 +28,7 @@ def state_count_field(state: str) -> str:
 
 
 class ItemStateFilter(admin.SimpleListFilter):
-    title = "item state"
+    title = _("item state")
     parameter_name = "item_state"
 
     def lookups(self, request, model_admin):
@@ -42,16 +45,16 @@ class OrderItemInline(ReadOnlyInline):
     model = OrderItem
     fields = ["sku", "name", "amount_display", "state_display", "state_changed_at"]
     readonly_fields = fields
-    verbose_name_plural = "items"
+    verbose_name_plural = _("items")
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("order")
 
-    @admin.display(description="amount")
+    @admin.display(description=_("amount"))
     def amount_display(self, item):
         return display.money(item.amount, item.order.currency)
 
-    @admin.display(description="state")
+    @admin.display(description=_("state"))
     def state_display(self, item):
         return display.state_label(item.state)
 
@@ -63,47 +66,67 @@ class RefundInline(ReadOnlyInline):
         "origin_display", "created_by", "created_at",
     ]
     readonly_fields = fields
-    verbose_name_plural = "refunds"
+    verbose_name_plural = _("refunds")
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("created_by")
 
-    @admin.display(description="Stripe refund")
+    @admin.display(description=_("Stripe refund"))
     def stripe_id_display(self, refund):
         return display.stripe_refund_link(refund.stripe_refund_id)
 
-    @admin.display(description="amount")
+    @admin.display(description=_("amount"))
     def amount_display(self, refund):
         return refund.amount_display
 
-    @admin.display(description="status")
+    @admin.display(description=_("status"))
     def status_display(self, refund):
         return display.refund_status_label(refund.status)
 
-    @admin.display(description="failure reason")
+    @admin.display(description=_("failure reason"))
     def failure_display(self, refund):
         return display.failure_reason_in_words(refund.failure_reason)
 
-    @admin.display(description="made")
+    @admin.display(description=_("made"))
     def origin_display(self, refund):
         return display.origin_label(refund.origin)
 
 
+class OrderChangeList(ChangeList):
+    """Each page's orders get their money (captured, refunded, in flight, remaining) in two
+    queries, whatever the number of rows (selectors.money_of_orders)."""
+
+    def get_results(self, request):
+        super().get_results(request)
+        money = selectors.money_of_orders(list(self.result_list))
+        for order in self.result_list:
+            order.money_summary = money[order.pk]
+
+
 @admin.register(Order)
 class OrderAdmin(AmountRefundView, ReadOnlyAdmin):
-    list_display = ["reference", "customer_email", "total_display", "currency_display", "item_states", "created_at"]
-    list_filter = [ItemStateFilter, "currency", "created_at"]
+    list_display = [
+        "reference", "customer_email", "captured_list", "refunded_list", "in_flight_list", "remaining_list",
+        "item_states", "created_display",
+    ]
+    list_filter = [ItemStateFilter, CurrencyFilter, "created_at"]
     search_fields = [
         "reference", "customer_email", "stripe_payment_intent_id", "=refunds__stripe_refund_id",
     ]
     date_hierarchy = "created_at"
     actions = ["refund_orders"]
     inlines = [OrderItemInline, RefundInline]
-    fields = [
-        "reference", "customer_email", "currency", "stripe_payment_intent_id",
-        "items_total_display", "shipping_display", "captured_display", "created_at",
+    fieldsets = [
+        (None, {"fields": ["reference", "customer_email", "currency_display", "stripe_payment_intent_id", "created_at"]}),
+        (_("Money"), {"fields": [
+            "items_total_display", "shipping_display", "captured_display", "refunded_display", "in_flight_display",
+            "remaining_display",
+        ]}),
     ]
-    readonly_fields = fields
+    readonly_fields = [field for _name, options in fieldsets for field in options["fields"]]
+
+    def get_changelist(self, request, **kwargs):
+        return OrderChangeList
 
     def get_queryset(self, request):
         # One query for the whole page: totals and state counts are aggregated, not fetched per row.
@@ -118,16 +141,28 @@ class OrderAdmin(AmountRefundView, ReadOnlyAdmin):
             **counts,
         )
 
-    # --- list columns ---------------------------------------------------------------------
-    @admin.display(description="total", ordering="items_total")
-    def total_display(self, order):
-        return display.money(order.items_total + order.shipping_amount, order.currency)
+    # --- list columns: the money of each order, in its currency ------------------------------
+    @admin.display(description=_("captured"))
+    def captured_list(self, order):
+        return display.money(order.money_summary.captured, order.currency)
 
-    @admin.display(description="currency", ordering="currency")
-    def currency_display(self, order):
-        return order.currency.upper()
+    @admin.display(description=_("refunded"))
+    def refunded_list(self, order):
+        return display.money_with_others(order.money_summary, "refunded")
 
-    @admin.display(description="item states")
+    @admin.display(description=_("in flight"))
+    def in_flight_list(self, order):
+        return display.money_with_others(order.money_summary, "in_flight")
+
+    @admin.display(description=_("remaining"))
+    def remaining_list(self, order):
+        return display.money(order.money_summary.remaining, order.currency)
+
+    @admin.display(description=_("created at"), ordering="created_at")
+    def created_display(self, order):
+        return display.when(order.created_at)
+
+    @admin.display(description=_("item states"))
     def item_states(self, order):
         parts = [
             (getattr(order, state_count_field(state)), display.state_label(state))
@@ -136,27 +171,48 @@ class OrderAdmin(AmountRefundView, ReadOnlyAdmin):
         ]
         summary = format_html_join(" ", '<span class="oms-count">{}&nbsp;×&nbsp;{}</span>', parts)
         if order.has_outside_refunds:
-            summary = format_html('{} <span class="oms-outside">refunded outside this system</span>', summary)
+            summary = format_html('{} <span class="oms-outside">{}</span>', summary, _("refunded outside this system"))
         return summary
 
     # --- page fields ----------------------------------------------------------------------
-    @admin.display(description="items")
+    def _money(self, order) -> selectors.OrderMoney:
+        if not hasattr(order, "money_summary"):
+            order.money_summary = selectors.money_of_orders([order])[order.pk]
+        return order.money_summary
+
+    @admin.display(description=_("currency"))
+    def currency_display(self, order):
+        return display.currency_code(order.currency)
+
+    @admin.display(description=_("items"))
     def items_total_display(self, order):
         return display.money(order.items_total, order.currency)
 
-    @admin.display(description="shipping expense")
+    @admin.display(description=_("shipping expense"))
     def shipping_display(self, order):
         return display.money(order.shipping_amount, order.currency)
 
-    @admin.display(description="captured")
+    @admin.display(description=_("captured"))
     def captured_display(self, order):
-        return display.money(captured_amount(order, list(order.items.all())), order.currency)
+        return display.money(self._money(order).captured, order.currency)
+
+    @admin.display(description=_("refunded"))
+    def refunded_display(self, order):
+        return display.money_with_others(self._money(order), "refunded")
+
+    @admin.display(description=_("in flight"))
+    def in_flight_display(self, order):
+        return display.money_with_others(self._money(order), "in_flight")
+
+    @admin.display(description=_("remaining"))
+    def remaining_display(self, order):
+        return display.money(self._money(order).remaining, order.currency)
 
     # --- refund action and button ---------------------------------------------------------
     def has_refund_permission(self, request):
         return has_refund_permission(request)
 
-    @admin.action(permissions=["refund"], description="Refund selected orders")
+    @admin.action(permissions=["refund"], description=_("Refund selected orders"))
     def refund_orders(self, request, queryset):
         """Every refundable item of each selected order, after a confirmation page."""
         return refund_with_confirmation(
@@ -165,7 +221,7 @@ class OrderAdmin(AmountRefundView, ReadOnlyAdmin):
             items=OrderItem.objects.filter(order__in=queryset.values("pk")),
             action="refund_orders",
             selected_ids=queryset.values_list("pk", flat=True),
-            title="Refund orders",
+            title=_("Refund orders"),
             cancel_url=reverse("admin:refunds_order_changelist"),
         )
 
@@ -183,26 +239,30 @@ class OrderAdmin(AmountRefundView, ReadOnlyAdmin):
         """The order page's "Refund" button: the same flow as `refund_orders`, for one order."""
         order = get_object_or_404(self, request, object_id)
         if not (self.has_view_permission(request, order) and self.has_refund_permission(request)):
-            raise PermissionDenied
+            return forbidden(self, request, _("You may not refund orders."))
         order_url = reverse("admin:refunds_order_change", args=[order.pk])
         response = refund_with_confirmation(
             self,
             request,
             items=order.items.all(),
             action=None,
-            title=f"Refund order {order.reference}",
+            title=gettext("Refund order %(order)s") % {"order": order.reference},
             cancel_url=order_url,
         )
         return response or HttpResponseRedirect(order_url)
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         pk = object_pk(object_id)
-        order = Order.objects.filter(pk=pk).only("currency").first() if pk is not None else None
+        order = Order.objects.filter(pk=pk).first() if pk is not None else None
         outside = list(selectors.outside_refunds(pk)) if order is not None else []
         own_currency = order.currency.lower() if order is not None else ""
+        may_refund = order is not None and self.has_refund_permission(request)
+        money = selectors.money_of_orders([order])[order.pk] if order is not None else None
         extra_context = {
             **(extra_context or {}),
-            "can_refund": self.has_refund_permission(request),
+            # The buttons only where they can do something: an item left to refund, money left.
+            "can_refund": may_refund and any(plan.can_refund for plan in preview_refunds(order.items.all())),
+            "can_refund_amount": may_refund and money.remaining > 0,
             "history": selectors.order_history(pk) if order is not None else [],
             # A refund in another currency than the order's is shown apart: it is in no sum.
             "outside_refunds": [refund for refund in outside if refund.currency.lower() == own_currency],

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from django.utils.translation import gettext
+
 from ..models import ItemState, OrderItem
 
 BOX_W, BOX_H, GAP, MARGIN = 196, 44, 120, 10
@@ -59,7 +61,7 @@ class Node:
 
     @property
     def caption(self) -> str:
-        return "▼ current state" if self.y == TOP else "▲ current state"
+        return ("▼ " if self.y == TOP else "▲ ") + gettext("current state")
 
 
 @dataclass(frozen=True)

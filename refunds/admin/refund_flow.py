@@ -14,26 +14,27 @@ from django import forms
 from django.contrib import messages
 from django.contrib.admin import helpers
 from django.template.response import TemplateResponse
-from django.utils.translation import ngettext
+from django.utils.translation import gettext, gettext_lazy as _, ngettext
 
 from .. import services
 from ..exceptions import RefundError
 from ..models import RefundReason, RefundStatus
 from ..services import RefundPlan, preview_refunds
+from .double_submit import report_already_refunded
 
 
 class RefundConfirmationForm(forms.Form):
     reason = forms.ChoiceField(
-        label="Reason",
-        choices=[("", "— none —"), *RefundReason.choices],
+        label=_("Reason"),
+        choices=[("", _("— none —")), *RefundReason.choices],
         required=False,
-        help_text="Sent to Stripe with the refund; optional.",
+        help_text=_("Sent to Stripe with the refund; optional."),
     )
     note = forms.CharField(
-        label="Note",
+        label=_("Note"),
         required=False,
         widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
-        help_text="Kept with the refund for the Back Office; not sent to Stripe.",
+        help_text=_("Kept with the refund for the Back Office; not sent to Stripe."),
     )
 
 
@@ -69,26 +70,37 @@ def refund_with_confirmation(
         # The fingerprint is required: a POST without it never saw a confirmation page, so
         # it is shown one instead of refunding what the selection may have become.
         confirmed = request.POST.get("confirmed")
+        confirmed_items = confirmed_item_ids(request)
         if not confirmed:
             modeladmin.message_user(
                 request,
-                "Nothing was refunded: confirm the refund on this page first.",
+                gettext("Nothing was refunded: confirm the refund on this page first."),
                 messages.WARNING,
             )
+        elif confirmed != fingerprint(plans) and report_already_refunded(modeladmin, request, confirmed_items):
+            # A second POST of a confirmation the first POST carried out (a double click, a
+            # second tab): it says what was done, not that nothing was.
+            return None
         elif confirmed != fingerprint(plans):
             modeladmin.message_user(
                 request,
-                "The selection changed since the confirmation page was shown (another refund or a "
-                "Stripe update). Nothing was refunded; check the amounts below and confirm again.",
+                gettext(
+                    "The selection changed since the confirmation page was shown (another refund or a "
+                    "Stripe update). Nothing was refunded; check the amounts below and confirm again."
+                ),
                 messages.WARNING,
             )
         elif form.is_valid():
-            submit(modeladmin, request, plans, reason=form.cleaned_data["reason"], note=form.cleaned_data["note"])
+            submit(
+                modeladmin, request, plans, reason=form.cleaned_data["reason"], note=form.cleaned_data["note"],
+                confirmed_items=confirmed_items,
+            )
             return None
 
     opts = modeladmin.model._meta
     context = {
         **modeladmin.admin_site.each_context(request),
+        "is_nav_sidebar_enabled": False,  # the content gets the page's width
         "title": title,
         "subtitle": None,
         "opts": opts,
@@ -96,6 +108,7 @@ def refund_with_confirmation(
         "refundable_plans": [plan for plan in plans if plan.can_refund],
         "form": form if form.is_bound else RefundConfirmationForm(),
         "fingerprint": fingerprint(plans),
+        "confirmed_items": ",".join(str(item.pk) for plan in plans if plan.can_refund for item in plan.items),
         "action": action,
         "selected_ids": list(selected_ids),
         "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
@@ -113,16 +126,28 @@ def refund_with_confirmation(
     )
 
 
-def submit(modeladmin, request, plans: list[RefundPlan], *, reason: str, note: str) -> None:
+def confirmed_item_ids(request) -> set[int]:
+    """The items the confirmation page offered to refund (its hidden `confirmed_items`). Used only
+    to word the answer to a second POST; what is refunded is guarded by the fingerprint."""
+    text = request.POST.get("confirmed_items", "")
+    return {int(part) for part in text.split(",") if part.isascii() and part.isdigit() and len(part) <= 19}
+
+
+def submit(
+    modeladmin, request, plans: list[RefundPlan], *, reason: str, note: str, confirmed_items=frozenset()
+) -> None:
     for plan in plans:
         for problem in plan.problems:
             modeladmin.message_user(request, problem, messages.WARNING)
         for blocked in plan.blocked:
-            modeladmin.message_user(request, f"{blocked.item} was not refunded: {blocked.reason}.", messages.WARNING)
+            modeladmin.message_user(
+                request, gettext("%(item)s was not refunded: %(reason)s.") % {"item": blocked.item, "reason": blocked.reason},
+                messages.WARNING,
+            )
 
     refundable = [plan for plan in plans if plan.can_refund]
     if not refundable:
-        modeladmin.message_user(request, "Nothing was refunded: no selected item can be refunded.", messages.ERROR)
+        modeladmin.message_user(request, gettext("Nothing was refunded: no selected item can be refunded."), messages.ERROR)
         return
     try:
         refunds = services.request_refund(
@@ -132,7 +157,11 @@ def submit(modeladmin, request, plans: list[RefundPlan], *, reason: str, note: s
             note=note,
         )
     except RefundError as error:
-        modeladmin.message_user(request, f"Nothing was refunded: {error}", messages.ERROR)
+        # Two POSTs of one confirmation at the same moment: both saw the items refundable, the
+        # first refunded them under the order's lock, and this one found them taken.
+        requested = confirmed_items or {item.pk for plan in refundable for item in plan.items}
+        if not report_already_refunded(modeladmin, request, requested):
+            modeladmin.message_user(request, gettext("Nothing was refunded: %(error)s") % {"error": error}, messages.ERROR)
         return
 
     item_counts = {plan.order.pk: len(plan.items) for plan in refundable}
@@ -156,7 +185,7 @@ def submit(modeladmin, request, plans: list[RefundPlan], *, reason: str, note: s
         ) % {"count": count, "order": orders[refund.order_id].reference, "amount": refund.amount_display}
         if getattr(refund, "task_enqueued", None) is False:
             # Made and committed; only its task could not be enqueued (services/outbox.py).
-            text += f" ({services.QUEUE_UNREACHABLE})"
+            text += f" ({gettext(services.QUEUE_UNREACHABLE)})"
         modeladmin.message_user(request, text, messages.SUCCESS)
 
 

@@ -21,6 +21,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 
 from django.db import transaction
+from django.utils.translation import gettext
 from django.utils import timezone
 
 from .. import selectors
@@ -87,7 +88,7 @@ def reject_refund(*, refund: Refund | int, user, note: str) -> Refund:
     returns to the state it had before the request (payment captured or payment refund failed)."""
     note = (note or "").strip()
     if not note:
-        raise RefundError("Say why the refund is rejected: a note is required.")
+        raise RefundError(gettext("Say why the refund is rejected: a note is required."))
     actor = _decider(user)
     with transaction.atomic():
         refund, _order, items = _lock_for_decision(refund, user, verb="reject")
@@ -113,7 +114,7 @@ def reject_refund(*, refund: Refund | int, user, note: str) -> Refund:
 def _decider(user) -> Actor:
     actor = Actor.of_user(user)
     if not user.has_perm(APPROVE_PERMISSION):
-        raise ApprovalRefused("You may not approve or reject refunds (permission refunds.approve_refund).")
+        raise ApprovalRefused(gettext("You may not approve or reject refunds (permission refunds.approve_refund)."))
     return actor
 
 
@@ -127,9 +128,12 @@ def _lock_for_decision(refund: Refund | int, user, *, verb: str) -> tuple[Refund
         decided = ""
         if locked.approved_by_id or locked.rejected_by_id:
             who = locked.approved_by if locked.approved_by_id else locked.rejected_by
-            decided = f" ({'approved' if locked.approved_by_id else 'rejected'} by {who.get_username()})"
+            decided = " (%s)" % (
+                gettext("approved by %(user)s") if locked.approved_by_id else gettext("rejected by %(user)s")
+            ) % {"user": who.get_username()}
         raise RefundError(
-            f"Refund #{locked.pk} is not awaiting approval: it is {locked.get_status_display()}{decided}."
+            gettext("Refund #%(id)s is not awaiting approval: its status is “%(status)s”%(decided)s.")
+            % {"id": locked.pk, "status": locked.get_status_display(), "decided": decided}
         )
     if locked.created_by_id is not None and locked.created_by_id == user.pk:
         raise ApprovalRefused(

@@ -20,6 +20,7 @@ import logging
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 
 from .. import selectors
 from ..exceptions import CaseAlreadyResolved, RefundError
@@ -39,20 +40,20 @@ logger = logging.getLogger(__name__)
 
 # What each kind means, in the words the Back Office page and the alerts use.
 KIND_HELP = {
-    AttentionKind.REFUND_FAILED: "Stripe failed or canceled a refund: the customer did not get the money.",
-    AttentionKind.LATE_DECLINE: (
+    AttentionKind.REFUND_FAILED: _("Stripe failed or canceled a refund: the customer did not get the money."),
+    AttentionKind.LATE_DECLINE: _(
         "A refund failed after its items were payment refunded: the books say refunded, the customer has nothing."
     ),
-    AttentionKind.POSSIBLE_DOUBLE_REFUND: (
+    AttentionKind.POSSIBLE_DOUBLE_REFUND: _(
         "Stripe reports success for a refund whose items a newer refund already covers: the customer may be "
         "refunded twice."
     ),
-    AttentionKind.STUCK_PENDING: "A refund has been pending at Stripe for longer than it should take.",
-    AttentionKind.EVENT_ERROR: "A Stripe event was stored but could not be applied.",
-    AttentionKind.MISMATCHED_REFUND: (
+    AttentionKind.STUCK_PENDING: _("A refund has been pending at Stripe for longer than it should take."),
+    AttentionKind.EVENT_ERROR: _("A Stripe event was stored but could not be applied."),
+    AttentionKind.MISMATCHED_REFUND: _(
         "A Stripe refund names one of our refunds or orders but does not match it; it was not applied."
     ),
-    AttentionKind.AWAITING_APPROVAL: "A refund has been waiting for a second user's approval for more than a day.",
+    AttentionKind.AWAITING_APPROVAL: _("A refund has been waiting for a second user's approval for more than a day."),
 }
 
 FAILED_STATUSES = (RefundStatus.FAILED, RefundStatus.CANCELED)

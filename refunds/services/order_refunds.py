@@ -14,6 +14,7 @@ from ..exceptions import NothingToRefund, RefundError, UnknownItem
 from ..models import Order, OrderItem, Refund
 from .amount_refunds import request_amount_refund
 from .approvals import needs_approval
+from .orders import MAX_AMOUNT
 from .planning import BlockedItem, amount_refund_problems, captured_amount, plan_refunds, still_refundable
 from .refund_requests import request_refund
 
@@ -100,6 +101,8 @@ def _check_amount(amount) -> None:
     # request_amount_refund says the same; said here too so a preview refuses what a request would.
     if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
         raise RefundError("The amount must be a whole number of minor units (cents), above zero.")
+    if amount > MAX_AMOUNT:  # no order holds that much, and money formatting has its limits
+        raise RefundError(f"The amount must be at most {MAX_AMOUNT} minor units.")
 
 
 def _item_ids(order: Order, order_items: list[OrderItem], requested: list[int] | None) -> set[int]:

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+from django.utils.translation import gettext
+
 from ..models import REFUNDABLE_STATES, UNREFUNDABLE_AGAIN_STATES, Order, OrderItem
 from ..money import format_money, is_known_currency
 from ..selectors import LiveRefunds
@@ -134,17 +136,17 @@ def plan_refunds(
 
 def _why_not_refundable(item: OrderItem, live_refund_id: int | None) -> str:
     if item.state not in REFUNDABLE_STATES:
-        return f"it is {item.state_label}"
+        return gettext("its state is “%(state)s”") % {"state": item.state_label}
     if live_refund_id is not None:
-        return f"it is part of refund #{live_refund_id}, which is still in progress"
+        return gettext("it is part of refund #%(id)s, which is still in progress") % {"id": live_refund_id}
     return ""
 
 
 def _unrefundable_order(order: Order) -> list[str]:
     if not order.is_paid:
-        return [f"Order {order.reference} is not paid (it has no Stripe PaymentIntent), so nothing can be refunded."]
+        return [not_paid_problem(order)]
     if not is_known_currency(order.currency):
-        return [f"Order {order.reference} has an unknown currency {order.currency!r}; fix the order before refunding."]
+        return [unknown_currency_problem(order)]
     return []
 
 
@@ -163,7 +165,10 @@ def _order_problems(plan: RefundPlan) -> list[str]:
     if not plan.items:
         return []
     if plan.amount <= 0:
-        return [f"The selected items of order {order.reference} add up to {plan.money(0)}; there is nothing to refund."]
+        return [
+            gettext("The selected items of order %(order)s add up to %(amount)s; there is nothing to refund.")
+            % {"order": order.reference, "amount": plan.money(0)}
+        ]
     if plan.amount > plan.available:
         return [over_refund_problem(order, amount=plan.amount, captured=plan.captured, committed=plan.committed)]
     return []
@@ -173,8 +178,22 @@ def over_refund_problem(order: Order, *, amount: int, captured: int, committed: 
     def money(value: int) -> str:
         return format_money(value, order.currency)
 
-    return (
-        f"A refund of {money(amount)} for order {order.reference} would exceed what may still be "
-        f"refunded: {money(max(captured - committed, 0))} of {money(captured)} captured "
-        f"({money(committed)} refunded or in flight)."
-    )
+    return gettext(
+        "A refund of %(amount)s for order %(order)s would exceed what may still be refunded: %(available)s of "
+        "%(captured)s captured (%(committed)s refunded or in flight)."
+    ) % {
+        "amount": money(amount), "order": order.reference, "available": money(max(captured - committed, 0)),
+        "captured": money(captured), "committed": money(committed),
+    }
+
+
+def not_paid_problem(order: Order) -> str:
+    return gettext("Order %(order)s is not paid (it has no Stripe PaymentIntent), so nothing can be refunded.") % {
+        "order": order.reference
+    }
+
+
+def unknown_currency_problem(order: Order) -> str:
+    return gettext("Order %(order)s has an unknown currency %(currency)r; fix the order before refunding.") % {
+        "order": order.reference, "currency": order.currency
+    }

@@ -10,6 +10,7 @@ import logging
 from collections.abc import Iterable
 
 from django.db import transaction
+from django.utils.translation import gettext
 
 from .. import selectors
 from ..exceptions import NothingToRefund, OrderNotRefundable, RefundError
@@ -33,7 +34,7 @@ def request_refund(
     """
     item_ids = {item if isinstance(item, int) else item.pk for item in items}
     if not item_ids:
-        raise NothingToRefund("Select at least one item to refund.")
+        raise NothingToRefund(gettext("Select at least one item to refund."))
     if reason and reason not in RefundReason.values:
         raise RefundError(f"Unknown refund reason {reason!r}; choose one of {', '.join(RefundReason.values)}.")
     actor = Actor.of_user(user)
@@ -54,7 +55,10 @@ def request_refund(
         live = selectors.live_refunds([order.pk for order in orders])
         plans = plan_refunds(orders=orders, items=all_items, selected_ids=item_ids, live=live)
         problems = [problem for plan in plans for problem in plan.problems]
-        problems += [f"{blocked.item} cannot be refunded: {blocked.reason}." for plan in plans for blocked in plan.blocked]
+        problems += [
+            gettext("%(item)s cannot be refunded: %(reason)s.") % {"item": blocked.item, "reason": blocked.reason}
+            for plan in plans for blocked in plan.blocked
+        ]
         if problems:
             raise OrderNotRefundable(" ".join(problems))
 
@@ -98,7 +102,7 @@ def confirm_refund_now(*, items: Iterable[OrderItem | int], user) -> list[OrderI
     """A Back Office user confirms succeeded refunds before the settlement period ends."""
     item_ids = {item if isinstance(item, int) else item.pk for item in items}
     if not item_ids:
-        raise NothingToRefund("Select at least one item to confirm.")
+        raise NothingToRefund(gettext("Select at least one item to confirm."))
     actor = Actor.of_user(user)
     with transaction.atomic():
         # The items only (`of`): locking their orders too, after the items, would turn the lock
@@ -111,7 +115,9 @@ def confirm_refund_now(*, items: Iterable[OrderItem | int], user) -> list[OrderI
         wrong = [item for item in locked if item.state != ItemState.PAYMENT_REFUND_SUCCEEDED]
         if wrong:
             raise OrderNotRefundable(" ".join(
-                f"{item} cannot be confirmed: it is {item.state_label}, not payment refund succeeded." for item in wrong
+                gettext("%(item)s cannot be confirmed: its state is “%(state)s”, not “%(expected)s”.")
+                % {"item": item, "state": item.state_label, "expected": ItemState.PAYMENT_REFUND_SUCCEEDED.label}
+                for item in wrong
             ))
         latest = selectors.latest_refund_ids([item.pk for item in locked])
         by_refund: dict[int | None, list[OrderItem]] = {}

@@ -57,3 +57,14 @@ def attention_notice(context):
         "kinds": [{"label": label, "count": counts[kind]} for kind, label in AttentionKind.choices if counts.get(kind)],
         "url": reverse("admin:refunds_attention_changelist"),
     }
+
+
+@register.filter
+def when(moment):
+    """A moment to the second, in the active time zone and language."""
+    return display.when(moment)
+
+
+@register.filter
+def transition_label(name):
+    return display.transition(name)

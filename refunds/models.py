@@ -395,17 +395,22 @@ class ApiToken(models.Model):
     to guess that a slow hash would protect, and every API request checks one.
     """
 
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="refund_api_tokens")
-    name = models.CharField(max_length=100, blank=True, help_text="What uses it, e.g. “returns portal”.")
-    prefix = models.CharField(max_length=16, help_text="The token's first characters, to recognise it.")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="refund_api_tokens", verbose_name=_("user")
+    )
+    name = models.CharField(_("name"), max_length=100, blank=True, help_text=_("What uses it, e.g. “returns portal”."))
+    prefix = models.CharField(_("token"), max_length=16, help_text=_("The token's first characters, to recognise it."))
     key_hash = models.CharField(max_length=64, unique=True)
-    created_at = models.DateTimeField(default=timezone.now)
-    last_used_at = models.DateTimeField(null=True, blank=True)
-    revoked_at = models.DateTimeField(null=True, blank=True, help_text="A revoked token is refused (401).")
+    created_at = models.DateTimeField(_("created at"), default=timezone.now)
+    last_used_at = models.DateTimeField(_("last used at"), null=True, blank=True)
+    revoked_at = models.DateTimeField(
+        _("revoked at"), null=True, blank=True, help_text=_("A revoked token is refused (401).")
+    )
 
     class Meta:
         ordering = ["-created_at", "-pk"]
-        verbose_name = "API token"
+        verbose_name = _("API token")
+        verbose_name_plural = _("API tokens")
 
     def __str__(self):
         return f"{self.prefix}… ({self.user})"

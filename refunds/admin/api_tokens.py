@@ -5,7 +5,7 @@ admin never shows or stores more than the hash and the first characters.
 """
 
 from django.contrib import admin, messages
-from django.utils.translation import ngettext
+from django.utils.translation import gettext, gettext_lazy as _, ngettext
 
 from ..api.tokens import revoke_tokens
 from ..models import ApiToken
@@ -20,18 +20,19 @@ class ApiTokenAdmin(admin.ModelAdmin):
     fields = ["prefix_display", "user", "name", "created_at", "last_used_at", "revoked_at"]
     actions = ["revoke_tokens"]
 
-    @admin.display(description="token", ordering="prefix")
+    @admin.display(description=_("token"), ordering="prefix")
     def prefix_display(self, token):
         return f"{token.prefix}…"
 
     def has_add_permission(self, request):
         return False  # `manage.py create_api_token`: the token is printed once, there
 
-    @admin.action(permissions=["change"], description="Revoke selected tokens")
+    @admin.action(permissions=["change"], description=_("Revoke selected tokens"))
     def revoke_tokens(self, request, queryset):
         count = revoke_tokens(queryset)
         self.message_user(
             request,
-            ngettext("%d token revoked.", "%d tokens revoked.", count) % count + " Requests with it now answer 401.",
+            ngettext("%d token revoked.", "%d tokens revoked.", count) % count + " "
+            + gettext("Requests with a revoked token are answered 401."),
             messages.SUCCESS,
         )

@@ -7,7 +7,7 @@ PG_URL ?= postgres://postgres@127.0.0.1:5432/test
 # production runs refunds_project.settings, manage.py's default.
 DEV_SETTINGS := DJANGO_SETTINGS_MODULE=refunds_project.settings_dev
 
-.PHONY: install run trigger test test-sqlite test-postgres bench clean
+.PHONY: install run trigger api-token test test-sqlite test-postgres bench clean
 
 # The runtime set (requirements.txt) plus the demo and test tools (requirements-dev.txt).
 $(VENV)/.installed: requirements.txt requirements-dev.txt
@@ -30,6 +30,11 @@ run: install
 #   make trigger ARGS="failed --failure-reason declined"
 trigger: install
 	$(DEV_SETTINGS) $(PY) manage.py stripe_trigger $(ARGS)
+
+# A REST API token for a user of the demo's database, printed once (only its hash is kept):
+#   make api-token API_USER=admin [API_TOKEN_NAME="returns portal"]
+api-token: install
+	$(DEV_SETTINGS) $(PY) manage.py create_api_token "$(API_USER)" --name "$(API_TOKEN_NAME)"
 
 # The whole suite on SQLite (no servers needed); tests that need PostgreSQL, Redis or a
 # browser skip themselves with the reason unless REQUIRE_SERVICES=1.

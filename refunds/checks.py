@@ -110,3 +110,22 @@ def check_operations_settings(app_configs, **kwargs):
             id=f"refunds.{Problem.__name__[0]}023",
         ))
     return problems
+
+
+API_APPS = ("rest_framework", "drf_spectacular", "drf_spectacular_sidecar")
+
+
+@register("refunds")
+def check_api_apps(app_configs, **kwargs):
+    """The REST API's docs page needs drf-spectacular's templates and the sidecar's static files."""
+    from django.apps import apps
+
+    missing = [name for name in API_APPS if not apps.is_installed(name)]
+    if not missing:
+        return []
+    return [Warning(
+        f"The REST API under /api/v1/ needs {', '.join(missing)} in INSTALLED_APPS.",
+        hint='Add "rest_framework", "drf_spectacular", "drf_spectacular_sidecar" before "refunds" (README, '
+             '"Use it in your own Django project"); without them /api/v1/docs/ cannot render.',
+        id="refunds.W030",
+    )]

@@ -55,6 +55,13 @@ DEFAULTS: dict[str, Any] = {
     "REFUND_ALERT_WEBHOOK_URL": "",  # a Slack-compatible incoming webhook, optional
     "REFUND_ALERT_TIMEOUT_SECONDS": 10.0,
     "REFUND_BACK_OFFICE_URL": "",  # e.g. "https://oms.shop.example": alerts then link the Back Office
+    # --- REST API (refunds/api, DESIGN.md §8)
+    # Requests per token, DRF's rate syntax ("600/minute", "20/second"); beyond it 429 with
+    # Retry-After. Counted in Django's default cache: set CACHES to a shared cache (Redis) when
+    # several processes serve the API, or each counts alone.
+    "REFUND_API_THROTTLE_RATE": "600/minute",
+    # A larger request body is refused with 413 before it is read.
+    "REFUND_API_MAX_BODY_BYTES": 1024 * 1024,
     # --- Celery and health (the host's Celery settings, read with the CELERY_ namespace)
     "CELERY_BEAT_SCHEDULE": REFUND_JOBS,
     "CELERY_BROKER_URL": "",  # unknown: /health/ then checks no broker

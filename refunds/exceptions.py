@@ -62,3 +62,20 @@ class StripeRetryableError(StripeGatewayError):
 
 class StripeFinalError(StripeGatewayError):
     """Invalid request, card or authentication error: trying again cannot help."""
+
+
+class InvalidOrder(RefundError):
+    """An order that cannot be taken in as given; `errors` maps each field (dotted for items,
+    `items.0.amount`) to what is wrong with it."""
+
+    def __init__(self, errors: dict[str, list[str]]):
+        self.errors = errors
+        super().__init__("; ".join(f"{field}: {' '.join(messages)}" for field, messages in errors.items()))
+
+
+class OrderConflict(RefundError):
+    """An order with this reference exists and differs from what was sent."""
+
+
+class UnknownItem(RefundError):
+    """An item id that does not exist, or is not an item of the order named."""

@@ -26,7 +26,7 @@ METADATA_VALUE_LIMIT = 500
 METADATA_MAX_ITEM_KEYS = 40
 BIGINT_MAX = 2**63 - 1
 # Our refund ids as we write them into metadata: ASCII digits only ("²".isdigit() is true).
-_REFUND_ID_TEXT = re.compile(r"[0-9]{1,19}")
+_REFUND_ID_TEXT = re.compile(r"[1-9][0-9]{0,18}")  # as str(refund.pk) writes it: no sign, no leading zero
 
 
 @dataclass(frozen=True)

@@ -385,3 +385,56 @@ class Attention(AttentionCase):
         proxy = True
         verbose_name = _("needs attention")
         verbose_name_plural = _("needs attention")
+
+
+class ApiToken(models.Model):
+    """A REST API client's token (DESIGN.md §8): it acts with its user's permissions.
+
+    Only a SHA-256 hash of the token is stored; `manage.py create_api_token` prints the token
+    once. A plain hash, not a password hash: the token is 32 random bytes, so there is nothing
+    to guess that a slow hash would protect, and every API request checks one.
+    """
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="refund_api_tokens", verbose_name=_("user")
+    )
+    name = models.CharField(_("name"), max_length=100, blank=True, help_text=_("What uses it, e.g. “returns portal”."))
+    prefix = models.CharField(_("token"), max_length=16, help_text=_("The token's first characters, to recognise it."))
+    key_hash = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(_("created at"), default=timezone.now)
+    last_used_at = models.DateTimeField(_("last used at"), null=True, blank=True)
+    revoked_at = models.DateTimeField(
+        _("revoked at"), null=True, blank=True, help_text=_("A revoked token is refused (401).")
+    )
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        verbose_name = _("API token")
+        verbose_name_plural = _("API tokens")
+
+    def __str__(self):
+        return f"{self.prefix}… ({self.user})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
+
+
+class ApiIdempotencyKey(models.Model):
+    """An `Idempotency-Key` a token sent with a refund request, and the answer it got: the same
+    key again replays the answer; the key is the token's own (another token's key is another)."""
+
+    token = models.ForeignKey(ApiToken, on_delete=models.CASCADE, related_name="idempotency_keys")
+    key = models.CharField(max_length=255)
+    request_hash = models.CharField(max_length=64, help_text="SHA-256 of the method, path and JSON body.")
+    response_status = models.PositiveSmallIntegerField()
+    response_body = models.JSONField()
+    refund = models.ForeignKey(Refund, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["token", "key"], name="api_idempotency_key_per_token")]
+        verbose_name = "API idempotency key"
+
+    def __str__(self):
+        return self.key

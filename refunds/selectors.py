@@ -88,15 +88,30 @@ def live_refunds(order_ids: list[int]) -> LiveRefunds:
     a bigint, and mixing currencies would be wrong however large the numbers.
     """
     live = Refund.objects.filter(order_id__in=order_ids, status__in=LIVE_REFUND_STATUSES)
-    committed: dict[int, dict[str, int]] = {}
-    for order_id, currency, amount in live.values_list("order_id", "currency", "amount").order_by():
-        per_currency = committed.setdefault(order_id, {})
-        per_currency[currency.lower()] = per_currency.get(currency.lower(), 0) + amount
     return LiveRefunds(
-        committed_by_currency=committed,
+        committed_by_currency=_per_order_and_currency(live.values_list("order_id", "currency", "amount").order_by()),
         shipping_taken=set(live.filter(shipping_amount__gt=0).values_list("order_id", flat=True)),
         refund_of_item=dict(RefundItem.objects.filter(refund__in=live).values_list("orderitem_id", "refund_id")),
     )
+
+
+def live_refunds_among(refunds: list[Refund]) -> LiveRefunds:
+    """`live_refunds` over refunds already read, with their items prefetched (no query): every
+    refund of the orders concerned must be among them."""
+    live = [refund for refund in refunds if refund.status in LIVE_REFUND_STATUSES]
+    return LiveRefunds(
+        committed_by_currency=_per_order_and_currency((r.order_id, r.currency, r.amount) for r in live),
+        shipping_taken={refund.order_id for refund in live if refund.shipping_amount > 0},
+        refund_of_item={item.pk: refund.pk for refund in live for item in refund.items.all()},
+    )
+
+
+def _per_order_and_currency(rows) -> dict[int, dict[str, int]]:
+    committed: dict[int, dict[str, int]] = {}
+    for order_id, currency, amount in rows:
+        per_currency = committed.setdefault(order_id, {})
+        per_currency[currency.lower()] = per_currency.get(currency.lower(), 0) + amount
+    return committed
 
 
 def orders_with_items_of(item_ids) -> tuple[list[Order], list[OrderItem]]:

@@ -18,7 +18,8 @@ from django.db import transaction
 from django_celery_beat.models import PeriodicTask
 from django_celery_beat.schedulers import ModelEntry
 
-from refunds.models import Order, OrderItem, Refund, StripeEvent
+from refunds import services
+from refunds.models import Order, Refund, StripeEvent
 
 from . import stripe_tools
 
@@ -86,16 +87,15 @@ def seed_demo_orders(orders: tuple[DemoOrder, ...] = DEMO_ORDERS) -> SeedReport:
                 report.rebuilt.append(spec.reference)
             else:
                 report.created.append(spec.reference)
-            order = Order.objects.create(
+            # The one way an order enters the system, as the REST API takes a shop's orders in.
+            services.create_order(
                 reference=spec.reference,
                 customer_email=spec.customer_email,
                 currency=spec.currency,
                 shipping_amount=spec.shipping_amount,
                 amount_captured=spec.total,
-                stripe_payment_intent_id=payment_intent,
-            )
-            OrderItem.objects.bulk_create(
-                [OrderItem(order=order, sku=sku, name=name, amount=amount) for sku, name, amount in spec.items]
+                payment_intent=payment_intent,
+                items=[services.ItemLine(sku=sku, name=name, amount=amount) for sku, name, amount in spec.items],
             )
     return report
 

@@ -48,6 +48,9 @@ INSTALLED_APPS = [
     "axes",  # Back Office logins throttled after repeated failures
     "django_otp",  # a second factor (TOTP) for users who may refund, with REFUND_REQUIRE_2FA
     "django_otp.plugins.otp_totp",
+    "rest_framework",  # the REST API (refunds/api)
+    "drf_spectacular",  # its OpenAPI schema
+    "drf_spectacular_sidecar",  # Swagger UI's files, served locally
     "refunds",
 ]
 
@@ -186,6 +189,12 @@ REFUND_ALERT_EMAILS = env.list("REFUND_ALERT_EMAILS", default=[])
 REFUND_ALERT_WEBHOOK_URL = env.str("REFUND_ALERT_WEBHOOK_URL", default="")
 # The Back Office's address, for links in alerts ("https://oms.shop.example").
 REFUND_BACK_OFFICE_URL = env.str("REFUND_BACK_OFFICE_URL", default="")
+
+# --- REST API (refunds/api) ------------------------------------------------------------------
+# Requests per API token ("600/minute"); beyond it 429 with Retry-After. The counts live in the
+# cache: with several web processes, CACHE_URL must be a shared one (rediscache://redis:6379/1).
+REFUND_API_THROTTLE_RATE = env.str("REFUND_API_THROTTLE_RATE", default="600/minute")
+CACHES = {"default": env.cache_url("CACHE_URL", default="locmemcache://")}
 
 # --- E-mail (alerts) ------------------------------------------------------------------------
 # EMAIL_URL (django-environ: "smtp+tls://user:password@smtp.example.com:587") or the usual

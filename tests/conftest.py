@@ -7,6 +7,7 @@ import time
 from html.parser import HTMLParser
 
 import pytest
+from django.core.cache import cache
 from django.db import connection
 
 from refunds import gateway
@@ -27,6 +28,15 @@ def _stripe_settings(settings):
     settings.STRIPE_API_BASE = ""
     # Tasks run eagerly here: no worker answers /health/'s ping (tests/test_redis_restart.py pings a real one).
     settings.HEALTH_CHECK_WORKERS = False
+
+
+@pytest.fixture(autouse=True)
+def _empty_cache():
+    """The API's per-token throttle counts in the cache, which outlives a test; token ids repeat
+    from test to test, so each test starts with no requests counted."""
+    cache.clear()
+    yield
+    cache.clear()
 
 
 @pytest.fixture(autouse=True, scope="session")

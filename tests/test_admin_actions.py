@@ -12,7 +12,7 @@ from refunds.models import ItemState, ItemTransition, OrderItem, Refund, RefundS
 from refunds.services import Actor
 
 from .conftest import post_confirmed
-from .factories import UserFactory, paid_order_with_items
+from .factories import UserFactory, paid_order_with_items, stored_order
 
 pytestmark = pytest.mark.django_db
 
@@ -169,7 +169,7 @@ def test_a_selection_with_nothing_refundable_refunds_nothing(admin_client_alice,
 
 
 def test_an_unpaid_order_is_explained_not_refunded(admin_client_alice):
-    order = paid_order_with_items(1000, stripe_payment_intent_id="")
+    order = stored_order(1000, stripe_payment_intent_id="")
     item = order.items.get()
 
     page = post_action(admin_client_alice, ITEMS_URL, "refund_items", [item.pk]).content.decode()

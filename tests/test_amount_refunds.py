@@ -10,7 +10,7 @@ from refunds.exceptions import InvalidAmount, OrderNotRefundable, OverRefund
 from refunds.models import ItemState, ItemTransition, Refund, RefundOrigin, RefundStatus
 from refunds.money import AmountParseError, major_units, parse_major_units
 
-from .factories import paid_order_with_items
+from .factories import stored_order
 
 pytestmark = pytest.mark.django_db
 
@@ -105,7 +105,7 @@ def test_a_non_positive_amount_is_refused(paid_order, back_office_user, amount):
 
 
 def test_an_unpaid_order_is_refused(back_office_user):
-    order = paid_order_with_items(1000, stripe_payment_intent_id="")
+    order = stored_order(1000, stripe_payment_intent_id="")
 
     with pytest.raises(OrderNotRefundable, match="is not paid"):
         services.request_amount_refund(order=order, amount=100, user=back_office_user)

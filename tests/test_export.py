@@ -17,7 +17,7 @@ from refunds import services
 from refunds.models import Refund, RefundOrigin, RefundStatus
 from refunds.services.export import EXPORT_COLUMNS, export_rows
 
-from .factories import OrderFactory, OrderItemFactory, UserFactory, paid_order_with_items
+from .factories import OrderFactory, OrderItemFactory, UserFactory, paid_order_with_items, stored_order
 
 pytestmark = pytest.mark.django_db
 
@@ -49,7 +49,7 @@ def refunds(settings, back_office_user, fake_stripe, time_machine):
     )
 
     time_machine.move_to(DAY + dt.timedelta(hours=3), tick=False)
-    kwd = paid_order_with_items(12345, reference="=HYPERLINK(1)", currency="kwd", stripe_payment_intent_id="pi_kwd0001")
+    kwd = stored_order(12345, reference="=HYPERLINK(1)", currency="kwd", stripe_payment_intent_id="pi_kwd0001")
     fake_stripe.next_status, fake_stripe.next_failure_reason = "failed", "declined"
     [kwd_refund] = services.request_refund(items=kwd.items.all(), user=back_office_user)
     services.submit_refund(refund_id=kwd_refund.pk)

@@ -21,7 +21,10 @@ import pytest
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 INSTALL_TIMEOUT = 600  # dependencies on a cold pip cache
-NOT_INSTALLED = {"localstripe", "aiohttp", "honcho", "pytest", "pytest-django", "playwright", "hypothesis", "factory-boy"}
+NOT_INSTALLED = {
+    "localstripe", "aiohttp", "honcho", "pytest", "pytest-django", "playwright", "hypothesis", "factory-boy",
+    "openapi-spec-validator",
+}
 ADMIN_PAGES = [
     "/admin/refunds/order/",
     "/admin/refunds/orderitem/",
@@ -49,6 +52,9 @@ HOST_SETTINGS = """\
         "django.contrib.messages",
         "django.contrib.staticfiles",
         "django_celery_beat",
+        "rest_framework",
+        "drf_spectacular",
+        "drf_spectacular_sidecar",
         "refunds",
     ]
     MIDDLEWARE = [
@@ -123,6 +129,21 @@ PROBE = """\
         status[url] = client.get(url).status_code
     webhook = client.post("/stripe/webhook/", b"{}", content_type="application/json", HTTP_STRIPE_SIGNATURE="t=1,v1=x")
     health = client.get("/health/")
+    # The REST API as a shop's client sees it: a token from the command, an order in, read back.
+    from django.contrib.auth import get_user_model
+    from django.core.management import call_command
+    import io
+
+    out = io.StringIO()
+    call_command("create_api_token", "shop-admin", stdout=out, stderr=io.StringIO())
+    bearer = {"HTTP_AUTHORIZATION": "Bearer " + out.getvalue().strip()}
+    order = {"reference": "HOST-1", "currency": "eur", "payment_intent": "pi_host1", "customer_email": "a@shop.example",
+             "shipping_amount": 0, "items": [{"sku": "A", "name": "A", "amount": 1000, "quantity": 2}]}
+    created = client.post("/api/v1/orders/", json.dumps(order), content_type="application/json", **bearer)
+    read = client.get("/api/v1/orders/HOST-1/", **bearer)
+    anonymous = client.get("/api/v1/orders/HOST-1/")
+    schema = client.get("/api/v1/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
+    docs = client.get("/api/v1/docs/")
     print(json.dumps({
         "refunds": refunds.__file__,
         "logged_in": logged_in,
@@ -132,6 +153,14 @@ PROBE = """\
         "template": str(get_template("admin/refunds/refund_confirmation.html").origin.name),
         "static": finders.find("refunds/back_office.css"),
         "beat_jobs": sorted(PeriodicTask.objects.filter(task__startswith="refunds.").values_list("name", flat=True)),
+        "api": {
+            "created": created.status_code,
+            "items": len(read.json()["items"]),
+            "anonymous": [anonymous.status_code, anonymous["Content-Type"]],
+            "schema_paths": sorted(schema.json()["paths"]),
+            "docs": docs.status_code,
+            "swagger_ui": finders.find("drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js"),
+        },
     }))
 """
 
@@ -207,6 +236,9 @@ def test_the_wheel_holds_the_refunds_package_only(host):
     assert top_level == {"refunds", "django_stripe_refunds_oms-0.1.0.dist-info"}, top_level  # no refunds_dev, tests…
     for packaged in (
         "refunds/migrations/0001_initial.py",
+        "refunds/migrations/0005_api_tokens.py",
+        "refunds/api/views.py",
+        "refunds/management/commands/create_api_token.py",
         "refunds/templatetags/refunds_admin.py",
         "refunds/management/commands/finalize_refunds.py",
         "refunds/templates/admin/refunds/refund_confirmation.html",
@@ -224,7 +256,8 @@ def test_the_virtualenv_has_the_runtime_dependencies_only(host):
         package["name"].lower().replace("_", "-")
         for package in json.loads(run([python, "-m", "pip", "list", "--format", "json", "--disable-pip-version-check"], cwd=python.parent).stdout)
     }
-    assert {"django", "django-fsm-2", "stripe", "celery", "redis", "django-celery-beat", "django-health-check", "tqdm"} <= installed
+    assert {"django", "django-fsm-2", "stripe", "celery", "redis", "django-celery-beat", "django-health-check", "tqdm",
+            "djangorestframework", "drf-spectacular", "drf-spectacular-sidecar"} <= installed
     assert installed.isdisjoint(NOT_INSTALLED | {"gunicorn", "whitenoise", "django-environ"}), installed & NOT_INSTALLED
 
 
@@ -249,6 +282,14 @@ def test_a_host_project_migrates_checks_and_shows_the_back_office(host):
     assert seen["health"] == [200, {"Database": "OK", "BeatSchedule": "OK"}]
     assert seen["template"].startswith(site_packages) and seen["static"].startswith(site_packages)
     assert seen["beat_jobs"] == ["finalize-refunds", "reconcile-refunds"]  # seeded by migrate, from the defaults
+    api = seen["api"]
+    assert (api["created"], api["items"], api["docs"]) == (201, 2, 200)
+    assert api["anonymous"] == [401, "application/problem+json"]
+    assert api["schema_paths"] == [
+        "/api/v1/orders/", "/api/v1/orders/{reference}/", "/api/v1/orders/{reference}/refunds/",
+        "/api/v1/orders/{reference}/refunds/preview/", "/api/v1/refunds/{refund_id}/",
+    ]
+    assert api["swagger_ui"].startswith(site_packages)  # the docs page's assets, installed locally
 
 
 def test_the_refund_jobs_run_in_a_host_project_that_sets_none_of_their_settings(host):

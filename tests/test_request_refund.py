@@ -8,7 +8,7 @@ from refunds.exceptions import NothingToRefund, OrderNotRefundable, RefundError
 from refunds.models import ItemState, ItemTransition, OrderItem, Refund, RefundOrigin, RefundStatus
 from refunds.services import Actor
 
-from .factories import OrderFactory, OrderItemFactory, paid_order_with_items
+from .factories import OrderFactory, OrderItemFactory, paid_order_with_items, stored_order
 
 pytestmark = pytest.mark.django_db
 
@@ -185,21 +185,21 @@ def test_an_empty_selection_is_refused(back_office_user):
 
 
 def test_items_of_an_unpaid_order_are_refused(back_office_user):
-    order = paid_order_with_items(1000, stripe_payment_intent_id="")
+    order = stored_order(1000, stripe_payment_intent_id="")
     with pytest.raises(OrderNotRefundable, match=rf"Order {order.reference} is not paid"):
         refund(order.items.all(), back_office_user)
     assert_nothing_written(order)
 
 
 def test_an_order_in_an_unknown_currency_is_refused(back_office_user):
-    order = paid_order_with_items(1000, currency="xyz")
+    order = stored_order(1000, currency="xyz")
     with pytest.raises(OrderNotRefundable, match=r"unknown currency 'xyz'"):
         refund(order.items.all(), back_office_user)
     assert_nothing_written(order)
 
 
 def test_a_zero_amount_refund_is_refused(back_office_user):
-    order = paid_order_with_items(0, 1000, shipping_amount=0)
+    order = stored_order(0, 1000, shipping_amount=0)
     free_gift = order.items.get(amount=0)
     with pytest.raises(OrderNotRefundable, match="add up to €0.00; there is nothing to refund"):
         refund([free_gift], back_office_user)

@@ -10,7 +10,7 @@ from django.utils import timezone
 from refunds import services
 from refunds.models import ItemState, Order, OrderItem, Refund, RefundStatus
 
-from .factories import paid_order_with_items
+from .factories import paid_order_with_items, stored_order
 
 pytestmark = pytest.mark.django_db
 
@@ -29,7 +29,7 @@ def run(command, *args, stderr=None):
 def due_items(count: int, *, currency="eur", amount=1000) -> Order:
     """One order with `count` items that Stripe refunded 8 days ago in one refund."""
     succeeded_at = timezone.now() - dt.timedelta(days=8)
-    order = paid_order_with_items(currency=currency)
+    order = stored_order(currency=currency)
     items = OrderItem.objects.bulk_create(
         OrderItem(order=order, sku=f"SKU-{n:04d}", name=f"Item {n}", amount=amount,
                   state=ItemState.PAYMENT_REFUND_SUCCEEDED, state_changed_at=succeeded_at)

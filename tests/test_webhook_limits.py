@@ -120,6 +120,23 @@ def test_a_metadata_refund_id_that_only_looks_like_digits_is_no_id_of_ours(clien
     assert refund.stripe_refund_id is None
 
 
+@pytest.mark.parametrize("typed", ["01", "+1", " 1", "1.0"])
+def test_a_metadata_refund_id_we_could_not_have_written_is_no_id_of_ours(client, paid_order, back_office_user, typed):
+    """We write str(refund.pk); "01" names refund 1 only to int(), not to us."""
+    refund = requested_refund(paid_order.items.all(), back_office_user)
+    assert refund.pk == 1
+    obj = refund_object(id="re_leading_zero", status="succeeded", amount=refund.amount,
+                        payment_intent=paid_order.stripe_payment_intent_id,
+                        metadata={"oms_refund_id": typed, "oms_idempotency_key": refund.idempotency_key})
+
+    response = deliver(client, event("refund.created", obj))
+
+    assert response.status_code == 200
+    assert Refund.objects.get(stripe_refund_id="re_leading_zero").origin == RefundOrigin.STRIPE_DASHBOARD
+    refund.refresh_from_db()
+    assert refund.stripe_refund_id is None
+
+
 @pytest.mark.parametrize("depth", [5000, 40])
 def test_json_nested_too_deep_is_refused_with_400(client, caplog, pending_refund, depth):
     evt = event("refund.updated", refund_object_for(pending_refund, status="succeeded"))

@@ -4,4 +4,4 @@ Admin classes translate what the user did into one service call and the result i
 message; the rules live in `refunds.services`.
 """
 
-from . import attention, events, items, orders, refund  # noqa: F401  (register the model admins)
+from . import api_tokens, attention, events, items, orders, refund  # noqa: F401  (register the model admins)

@@ -16,6 +16,8 @@ nothing else writes refunds or moves items.
     attention        the needs-attention cases, opened where they happen, and resolved
     alerts           a new case by e-mail and webhook, once (an outbox)
     export           the finance export: refunds as CSV, streamed
+    orders           orders taken in from the shop (create_order), and an order as the API shows it
+    order_refunds    one order's refund as an API client asks for it: preview and request
 
 One lock order, on every path that locks refunds, orders or items: the refund row, then the
 order, then the order's items (by primary key), each `select_for_update(no_key=True)` —
@@ -35,7 +37,9 @@ from .audit import Actor, transition_items
 from .catch_up import CatchUpReport, catch_up_refunds
 from .outbox import QUEUE_UNREACHABLE, submit_after_commit
 from .export import EXPORT_COLUMNS, csv_lines, export_rows, refunds_created_between
-from .planning import RefundPlan, captured_amount, plan_refunds
+from .order_refunds import RefundPreview, preview_order_refund, refund_order
+from .orders import ItemLine, OrderDetail, create_order, order_by_reference, order_detail
+from .planning import RefundPlan, captured_amount, plan_refunds, still_refundable
 from .reconciliation import ReconcileReport, Repair, reconcile_refunds
 from .refund_requests import confirm_refund_now, preview_refunds, request_refund
 from .settlement import finalize_due_refunds
@@ -46,6 +50,15 @@ __all__ = [
     "Actor",
     "CatchUpReport",
     "catch_up_refunds",
+    "ItemLine",
+    "OrderDetail",
+    "RefundPreview",
+    "create_order",
+    "order_by_reference",
+    "order_detail",
+    "preview_order_refund",
+    "refund_order",
+    "still_refundable",
     "QUEUE_UNREACHABLE",
     "ReconcileReport",
     "RefundPlan",

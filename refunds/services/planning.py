@@ -52,7 +52,7 @@ class RefundPlan:
 
     @property
     def available(self) -> int:
-        return max(self.captured - self.committed, 0)
+        return still_refundable(captured=self.captured, committed=self.committed)
 
     @property
     def can_refund(self) -> bool:
@@ -74,6 +74,12 @@ class RefundPlan:
     @property
     def other_currencies_display(self) -> list[str]:
         return [format_money(amount, currency) for currency, amount in sorted(self.other_currencies.items())]
+
+
+def still_refundable(*, captured: int, committed: int) -> int:
+    """What may still be refunded: captured minus every live refund (`selectors.live_refunds`:
+    queued, at Stripe, succeeded and awaiting approval, Stripe Dashboard refunds included)."""
+    return max(captured - committed, 0)
 
 
 def captured_amount(order: Order, items: list[OrderItem]) -> int:
@@ -136,12 +142,26 @@ def _why_not_refundable(item: OrderItem, live_refund_id: int | None) -> str:
     return ""
 
 
-def _order_problems(plan: RefundPlan) -> list[str]:
-    order = plan.order
+def _unrefundable_order(order: Order) -> list[str]:
     if not order.is_paid:
         return [not_paid_problem(order)]
     if not is_known_currency(order.currency):
         return [unknown_currency_problem(order)]
+    return []
+
+
+def amount_refund_problems(order: Order, *, amount: int, captured: int, committed: int) -> list[str]:
+    """Why an amount refund (no items, `request_amount_refund`) of `amount` could not be made."""
+    problems = _unrefundable_order(order)
+    if not problems and amount > still_refundable(captured=captured, committed=committed):
+        problems.append(over_refund_problem(order, amount=amount, captured=captured, committed=committed))
+    return problems
+
+
+def _order_problems(plan: RefundPlan) -> list[str]:
+    order = plan.order
+    if problems := _unrefundable_order(order):
+        return problems
     if not plan.items:
         return []
     if plan.amount <= 0:

@@ -16,6 +16,14 @@ A third row times the shared refund service alone (`services.record_stripe_view`
 refund row lock, one transaction per event), the part of the endpoint's work that is not the
 webhook's own. Goal: endpoint ≥ 0.5 × the floor's rate.
 
+With `--gunicorn`, the endpoint runs in gunicorn (sync workers, production settings, DEBUG
+off, persistent connections) and 1 and 4 concurrent senders post the signed events over HTTP,
+each sender a process of its own. Its floor, with as many concurrent senders, is the issue's:
+the same rows written bare with psycopg in one transaction per event — insert the event, lock
+and update the refund, update the item, insert the audit row.
+
+    .venv/bin/python bench/webhook.py --gunicorn --events 1000 --rounds 3 --senders 1,4
+
 Uses its own database (default postgres://postgres@127.0.0.1:5432/webhook_bench), created and
 migrated on first use. Persistent connections (DATABASE_CONN_MAX_AGE=600), as a production
 server keeps them, and log level WARNING, so a console handler does not time the terminal.
@@ -41,6 +49,12 @@ def parse_args(argv=None):
     parser.add_argument("--events", type=int, default=2000, help="events per round (each its own refund)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_URL))
+    parser.add_argument("--gunicorn", action="store_true", help="through gunicorn over HTTP, concurrent senders")
+    parser.add_argument("--senders", default="1,4", help="--gunicorn: concurrent senders, comma-separated")
+    parser.add_argument("--workers", type=int, default=2, help="--gunicorn: sync workers")
+    parser.add_argument("--port", type=int, default=8613)
+    parser.add_argument("--prepare-threshold", type=int, default=0,
+                        help="--gunicorn: DATABASE_PREPARE_THRESHOLD for the server (0: Django's default, off)")
     return parser.parse_args(argv)
 
 
@@ -179,9 +193,144 @@ def reset_tables():
         cursor.execute("VACUUM ANALYZE")
 
 
+# --- through gunicorn, with concurrent senders ------------------------------------------------
+
+FLOOR_SQL = [
+    "INSERT INTO refunds_stripeevent (stripe_event_id, type, payload, received_at, processed_at, error, refund_id) "
+    "VALUES (%s, 'refund.updated', %s::jsonb, now(), now(), '', %s)",
+    "SELECT id, status FROM refunds_refund WHERE id = %s FOR NO KEY UPDATE",
+    "UPDATE refunds_refund SET status = 'succeeded', status_changed_at = now(), stripe_event_created_at = now() "
+    "WHERE id = %s",
+    "UPDATE refunds_orderitem SET state = 'payment_refund_succeeded', state_changed_at = now() WHERE id = %s",
+    "INSERT INTO refunds_itemtransition (item_id, refund_id, transition, from_state, to_state, at, by) "
+    "VALUES (%s, %s, 'refund_succeeded', 'payment_refund_pending', 'payment_refund_succeeded', now(), %s)",
+]
+
+
+def floor_sender(database_url: str, work: list) -> None:
+    """One sender of the floor: (event id, body, refund id, item id) per event, one transaction each."""
+    import psycopg
+
+    with psycopg.connect(database_url) as conn:
+        for event_id, body, refund_id, item_id in work:
+            with conn.transaction():
+                conn.execute(FLOOR_SQL[0], [event_id, body, refund_id])
+                conn.execute(FLOOR_SQL[1], [refund_id]).fetchone()
+                conn.execute(FLOOR_SQL[2], [refund_id])
+                conn.execute(FLOOR_SQL[3], [item_id])
+                conn.execute(FLOOR_SQL[4], [item_id, refund_id, f"Stripe event {event_id}"])
+
+
+def http_sender(port: int, work: list) -> None:
+    """One sender of signed events: a new connection per event (gunicorn's sync workers close it)."""
+    import http.client
+
+    for body, signature in work:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        conn.request("POST", "/stripe/webhook/", body=body,
+                     headers={"Content-Type": "application/json", "Stripe-Signature": signature})
+        response = conn.getresponse()
+        answer = response.read()
+        conn.close()
+        if response.status != 200:
+            raise SystemExit(f"endpoint answered {response.status}: {answer[:300]!r}")
+
+
+def concurrently(target, args_per_sender: list) -> float:
+    """Wall time for every sender (a process each) to finish its share."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    processes = [context.Process(target=target, args=args) for args in args_per_sender]
+    started = time.perf_counter()
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join()
+        if process.exitcode:
+            raise SystemExit(f"a sender failed (exit {process.exitcode})")
+    return time.perf_counter() - started
+
+
+def start_gunicorn(args):
+    import subprocess
+    import urllib.request
+
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "refunds_project.settings", "DJANGO_DEBUG": "0", "DJANGO_SECRET_KEY": "bench-" * 8,
+        "DJANGO_SECURE_SSL_REDIRECT": "0", "DATABASE_URL": args.database_url, "DATABASE_CONN_MAX_AGE": "600",
+        "STRIPE_SECRET_KEY": "sk_test_bench", "STRIPE_WEBHOOK_SECRET": SECRET, "REFUNDS_LOG_LEVEL": "WARNING",
+    }
+    if args.prepare_threshold:
+        env["DATABASE_PREPARE_THRESHOLD"] = str(args.prepare_threshold)
+    server = subprocess.Popen(
+        [os.path.join(benchdb.BASE_DIR, ".venv/bin/gunicorn"), "refunds_project.wsgi", "--bind",
+         f"127.0.0.1:{args.port}", "--workers", str(args.workers), "--worker-class", "sync", "--log-level", "warning"],
+        cwd=benchdb.BASE_DIR, env=env,
+    )
+    for _ in range(100):
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{args.port}/stripe/webhook/", timeout=1)
+        except urllib.error.HTTPError:
+            return server  # 405 to a GET: it answers
+        except OSError:
+            time.sleep(0.2)
+    server.terminate()
+    raise SystemExit("gunicorn did not start")
+
+
+def main_gunicorn(args):
+    from django.db import connection
+
+    reset_tables()
+    senders_list = [int(n) for n in args.senders.split(",")]
+    server = start_gunicorn(args)
+    try:
+        # Warm every worker (imports, connections) before the clock starts.
+        warm = signed_events(make_refunds(4 * args.workers, "warm"), "warm")
+        http_sender(args.port, warm)
+        results = {}
+        for senders in senders_list:
+            rounds = []
+            for r in range(args.rounds):
+                tag = f"{senders}s{r}"
+                endpoint_pairs = make_refunds(args.events, f"e{tag}")
+                endpoint_events = signed_events(endpoint_pairs, f"e{tag}")
+                floor_pairs = make_refunds(args.events, f"f{tag}")
+                floor_work = [(f"evt_floor_{tag}_{n}", body.decode(), refund.pk, item.pk)
+                              for n, ((refund, item), (body, _)) in enumerate(zip(floor_pairs, endpoint_events))]
+                with connection.cursor() as cursor:
+                    cursor.execute("VACUUM ANALYZE")
+                connection.close()  # no connection shared with the forked senders
+                share = lambda work: [work[i::senders] for i in range(senders)]  # noqa: E731
+                floor_s = concurrently(floor_sender, [(args.database_url, part) for part in share(floor_work)])
+                endpoint_s = concurrently(http_sender, [(args.port, part) for part in share(endpoint_events)])
+                check_applied(endpoint_pairs)
+                rounds.append((floor_s, endpoint_s))
+                print(f"{senders} sender(s), round {r + 1}: floor {args.events / floor_s:,.0f}/s, "
+                      f"endpoint {args.events / endpoint_s:,.0f}/s", flush=True)
+            results[senders] = (statistics.median(f for f, _ in rounds), statistics.median(e for _, e in rounds))
+    finally:
+        server.terminate()
+        server.wait()
+    print()
+    print(f"gunicorn {args.workers} sync workers, production settings (DEBUG off), prepare_threshold "
+          f"{args.prepare_threshold or 'off'}, PostgreSQL {connection.pg_version}; "
+          f"{args.events:,} events x {args.rounds} rounds per row, median")
+    print(f"{'senders':>7} | {'floor ev/s':>10} | {'endpoint ev/s':>13} | {'ratio':>5}")
+    for senders, (floor_s, endpoint_s) in results.items():
+        floor_rate, endpoint_rate = args.events / floor_s, args.events / endpoint_s
+        print(f"{senders:7} | {floor_rate:10,.0f} | {endpoint_rate:13,.0f} | {endpoint_rate / floor_rate:5.2f}")
+    met = all(floor_s / endpoint_s >= 0.5 for floor_s, endpoint_s in results.values())
+    print(f"goal: endpoint >= 0.50 x floor at every concurrency: {'met' if met else 'NOT met'}")
+
+
 def main(argv=None):
     args = parse_args(argv)
     setup_django(args.database_url)
+    if args.gunicorn:
+        return main_gunicorn(args)
     from django.conf import settings
     from django.db import connection
 

@@ -174,6 +174,19 @@ def list_refunds(*, payment_intent: str) -> list[StripeRefund]:
         params = {**params, "starting_after": batch[-1].id}
 
 
+def list_refunds_created(
+    *, since: dt.datetime, until: dt.datetime, starting_after: str | None = None, limit: int = 100
+) -> tuple[list[StripeRefund], bool]:
+    """One page of the account's refunds created in [since, until], newest first, and whether
+    more follow: https://docs.stripe.com/api/refunds/list (`created[gte]`, `created[lte]`,
+    `starting_after`). One request."""
+    params = {"created": {"gte": int(since.timestamp()), "lte": int(until.timestamp())}, "limit": limit}
+    if starting_after:
+        params["starting_after"] = starting_after
+    page = _call(client().v1.refunds.list, params)
+    return [StripeRefund.from_stripe(obj) for obj in page.data], bool(page.has_more)
+
+
 def find_refund(*, payment_intent: str, idempotency_key: str) -> StripeRefund | None:
     """Our refund at Stripe, found by the metadata we sent with it (Stripe has no refund search)."""
     for refund in list_refunds(payment_intent=payment_intent):

@@ -60,7 +60,7 @@ def stripe_webhook(request: HttpRequest) -> JsonResponse:
         return _rejected(400, str(error), request)
 
     try:
-        receipt = webhooks.receive_event(event)
+        receipt = webhooks.receive_event(event, body=payload)
     except Exception as error:  # noqa: BLE001 — kept on the stored event; Stripe delivers again
         logger.error("stripe webhook: event %s (%s) failed, answered 500: %r", event["id"], event["type"], error)
         return JsonResponse({"error": "event could not be applied; it is kept and will be retried"}, status=500)

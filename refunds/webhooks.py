@@ -23,14 +23,14 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from . import event_checks, services
 from .event_checks import InvalidEvent
 from .gateway import StripeRefund
 from .models import Refund, StripeEvent
-from .services import Actor, StripeView, attention
+from .services import Actor, StripeView, attention, locked_rows
 
 logger = logging.getLogger(__name__)
 
@@ -87,16 +87,17 @@ class Receipt:
     unprocessable: str = ""  # why the event's content cannot be applied, if it cannot
 
 
-def receive_event(payload: dict) -> Receipt:
+def receive_event(payload: dict, body: bytes | None = None) -> Receipt:
     """Store a verified event and apply it, once however often Stripe delivers it.
 
-    An event whose content breaks the input limits is stored unprocessed with the reason
-    (`Receipt.unprocessable`); any other error met while applying is re-raised, after the event
-    is stored with that error.
+    `body` is the verified raw body `payload` was parsed from; stored as it came when given (no
+    second serialization). An event whose content breaks the input limits is stored unprocessed
+    with the reason (`Receipt.unprocessable`); any other error met while applying is re-raised,
+    after the event is stored with that error.
     """
     try:
         event_checks.check_event_time(payload)
-        stripe_refunds_of(payload)  # judge the content before anything is stored or applied
+        stripe_refunds = stripe_refunds_of(payload)  # judged before anything is stored or applied
     except InvalidEvent as error:
         return _store_unprocessable(payload, error)
     event_id = payload["id"]
@@ -106,15 +107,22 @@ def receive_event(payload: dict) -> Receipt:
     # event is inserted as processed; if applying fails, the whole transaction rolls back and
     # the event is stored again, on its own, with the error (for the Back Office, and for the
     # next delivery, which applies it). No savepoints on the common path: each is a round trip.
+    #
+    # The common case, an event about one refund of ours with items, reads and locks that
+    # refund and its items first, in one query (services.locked_rows), and inserts the event
+    # already linked to it: a concurrent second delivery waits on the refund's lock instead,
+    # then fails on the event id the same way. Seven round trips, as the bare writes take.
     try:
         with transaction.atomic():
-            event = StripeEvent.objects.create(
-                stripe_event_id=event_id, type=payload["type"], payload=payload, processed_at=timezone.now()
-            )
-            refund = _apply(event)
-            if refund is not None:
-                event.refund = refund
-                event.save(update_fields=["refund"])
+            locked = locked_rows.refund_with_items(stripe_refunds[0]["id"]) if len(stripe_refunds) == 1 else None
+            event = _insert_event(payload, body, refund=locked.refund if locked else None)
+            if locked is not None:
+                _apply_to_locked(event, stripe_refunds[0], locked)
+            else:
+                refund = _apply(event)
+                if refund is not None:
+                    event.refund = refund
+                    event.save(update_fields=["refund"])
     except IntegrityError as error:
         event = StripeEvent.objects.filter(stripe_event_id=event_id).first()
         if event is None:
@@ -130,6 +138,39 @@ def receive_event(payload: dict) -> Receipt:
         _store_failed(payload, error)
         raise
     return Receipt(event=event, duplicate=False)
+
+
+def _insert_event(payload: dict, body: bytes | None, *, refund: Refund | None) -> StripeEvent:
+    """The event's row, inserted as processed; the raw body is stored as it came when given."""
+    now = timezone.now()
+    event = StripeEvent(
+        stripe_event_id=payload["id"], type=payload["type"], payload=payload, received_at=now, processed_at=now,
+        refund=refund,
+    )
+    if body is None:
+        event.save(force_insert=True)
+        return event
+    table = connection.ops.quote_name(StripeEvent._meta.db_table)
+    cast = "::jsonb" if connection.vendor == "postgresql" else ""
+    with locked_rows.prepared_cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (stripe_event_id, type, payload, received_at, processed_at, error, refund_id) "
+            f"VALUES (%s, %s, %s{cast}, %s, %s, '', %s) RETURNING id",
+            [event.stripe_event_id, event.type, body.decode(), now, now, refund.pk if refund else None],
+        )
+        event.pk = cursor.fetchone()[0]
+    event._state.adding = False
+    event._state.db = connection.alias
+    return event
+
+
+def _apply_to_locked(event: StripeEvent, stripe_refund: dict, locked: locked_rows.LockedRefund) -> None:
+    """`_apply` for one Stripe refund whose refund and items the caller has locked."""
+    created = dt.datetime.fromtimestamp(event.payload["created"], tz=dt.timezone.utc)
+    view = StripeView.of_event(StripeRefund.from_stripe(stripe_refund), event_created=created)
+    services.record_stripe_view(
+        view=view, by=Actor.stripe_event(event.stripe_event_id), refund=locked.refund, items=locked.items
+    )
 
 
 def _store_unprocessable(payload: dict, error: InvalidEvent) -> Receipt:

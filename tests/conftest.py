@@ -52,7 +52,7 @@ def fake_stripe(monkeypatch) -> FakeStripe:
     """Stripe's refund endpoints, faked at the gateway; the gateway's own logic over them
     (`find_refund`) runs for real."""
     fake = FakeStripe()
-    for name in ("create_refund", "retrieve_refund", "list_refunds"):
+    for name in ("create_refund", "retrieve_refund", "list_refunds", "list_refunds_created"):
         monkeypatch.setattr(gateway, name, getattr(fake, name))
     return fake
 

@@ -29,6 +29,7 @@ class FakeStripe:
         self.next_status = "succeeded"
         self.next_failure_reason = ""
         self._ids = itertools.count(1)
+        self.list_calls = 0
 
     # --- Stripe's refund endpoints, as the gateway's functions ---------------------------
     @staticmethod
@@ -69,6 +70,17 @@ class FakeStripe:
 
     def list_refunds(self, *, payment_intent):
         return [r for r in self.refunds.values() if r.payment_intent == payment_intent]
+
+    def list_refunds_created(self, *, since, until, starting_after=None, limit=100):
+        """One page, newest first, as Stripe's list with created[gte]/created[lte]/starting_after."""
+        self.list_calls += 1
+        listed = sorted(
+            (r for r in self.refunds.values() if since.replace(microsecond=0) <= r.created <= until),
+            key=lambda r: (r.created, r.id), reverse=True,
+        )
+        if starting_after is not None:
+            listed = listed[[r.id for r in listed].index(starting_after) + 1:]
+        return listed[:limit], len(listed) > limit
 
     # --- test controls -----------------------------------------------------------------
     def set_status(self, stripe_refund_id, status, failure_reason=""):

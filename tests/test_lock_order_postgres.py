@@ -18,7 +18,7 @@ from refunds import services
 from refunds.exceptions import RefundError
 from refunds.gateway import StripeRefund
 from refunds.models import ItemState, OrderItem, Refund, RefundStatus
-from refunds.services import Actor, stripe_view
+from refunds.services import Actor, locked_rows, stripe_view
 
 from .concurrency import HeldCall, Outcome, lock_waiters, run_in_threads
 from .conftest import skip_unless_postgres
@@ -114,7 +114,12 @@ def test_two_paths_on_the_same_refund_at_once_never_deadlock(back_office_user, f
 
 def test_confirm_refund_now_does_not_wait_for_a_webhook_holding_the_refund(back_office_user, fake_stripe, monkeypatch):
     """The interleaving that deadlocked, forced: the webhook holds refund A's row lock and is
-    about to lock A's items when "Confirm refund now" locks those items and commits."""
+    about to lock A's items when "Confirm refund now" locks those items and commits.
+
+    The webhook's own fast path (services.locked_rows) locks the refund and its items in one
+    statement, so this interleaving is forced on the general path, which "Check status with
+    Stripe", reconciliation and events about refunds without items still take."""
+    monkeypatch.setattr(locked_rows, "refund_with_items", lambda stripe_refund_id: None)
     scenario = Scenario(back_office_user, fake_stripe, 0)
     held = HeldCall(stripe_view.apply_refund_status)  # called with the refund locked, before the items
     monkeypatch.setattr(stripe_view, "apply_refund_status", held)
@@ -133,6 +138,34 @@ def test_confirm_refund_now_does_not_wait_for_a_webhook_holding_the_refund(back_
         held.release()
     assert webhook.result() == 200
     # Confirmed first (payment refunded), then Stripe's decline arrived: a late decline.
+    assert set(OrderItem.objects.filter(pk__in=[i.pk for i in scenario.a_items]).values_list("state", flat=True)) == {
+        ItemState.PAYMENT_REFUND_FAILED
+    }
+    assert Refund.objects.get(pk=scenario.a.pk).status == RefundStatus.FAILED
+
+
+def test_a_webhook_locking_refund_and_items_at_once_makes_confirm_wait_then_both_finish(
+    back_office_user, fake_stripe, monkeypatch,
+):
+    """The webhook's fast path holds refund A and its items (one statement) when "Confirm refund
+    now" asks for the items: Confirm waits for the webhook's commit (no deadlock), then finds
+    the items failed and confirms nothing."""
+    scenario = Scenario(back_office_user, fake_stripe, 0)
+    held = HeldCall(stripe_view.apply_refund_status)  # called with refund and items locked
+    monkeypatch.setattr(stripe_view, "apply_refund_status", held)
+    held.arm()
+    webhook = Outcome(scenario.webhook_a)
+    try:
+        assert held.entered.wait(30), "the webhook never reached its locks"
+        confirm = Outcome(scenario.confirm)
+        deadline = time.monotonic() + 30
+        while lock_waiters() == 0:
+            assert time.monotonic() < deadline, "Confirm refund now did not wait for the items the webhook holds"
+            time.sleep(0.01)
+    finally:
+        held.release()
+    assert webhook.result() == 200
+    assert isinstance(confirm.join().error, RefundError)
     assert set(OrderItem.objects.filter(pk__in=[i.pk for i in scenario.a_items]).values_list("state", flat=True)) == {
         ItemState.PAYMENT_REFUND_FAILED
     }

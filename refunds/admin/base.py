@@ -11,6 +11,7 @@ from django.template.response import TemplateResponse
 from django.utils.translation import gettext_lazy as _
 
 from ..conf import app_settings
+from ..money import CURRENCIES
 from ..models import ItemTransition
 from . import display
 
@@ -160,8 +161,8 @@ class CurrencyFilter(admin.SimpleListFilter):
     field = "currency"
 
     def lookups(self, request, model_admin):
-        values = model_admin.model.objects.values_list(self.field, flat=True).distinct().order_by(self.field)
-        return [(value, display.currency_code(value)) for value in values]
+        # The currencies this OMS accepts, not a SELECT DISTINCT over a million orders (issue 13).
+        return [(value, display.currency_code(value)) for value in sorted(CURRENCIES)]
 
     def queryset(self, request, queryset):
         if self.value():
@@ -171,12 +172,6 @@ class CurrencyFilter(admin.SimpleListFilter):
 
 class OrderCurrencyFilter(CurrencyFilter):
     parameter_name = "order__currency"
-
-    def lookups(self, request, model_admin):
-        from ..models import Order
-
-        values = Order.objects.values_list("currency", flat=True).distinct().order_by("currency")
-        return [(value, display.currency_code(value)) for value in values]
 
     def queryset(self, request, queryset):
         if self.value():

@@ -19,6 +19,7 @@ from .base import (
 )
 from .process_diagram import diagram
 from .refund_flow import refund_with_confirmation
+from .scale import ExactFirstSearch, ScaleAdmin, exact_item_ids
 
 
 class ItemTransitionInline(TransitionLogInline):
@@ -33,16 +34,20 @@ class ItemTransitionInline(TransitionLogInline):
 
 
 @admin.register(OrderItem)
-class OrderItemAdmin(ReadOnlyAdmin):
+class OrderItemAdmin(ExactFirstSearch, ScaleAdmin, ReadOnlyAdmin):
     list_display = [
         "sku", "name", "order_link", "amount_display", "state_display", "state_changed_display", "latest_refund_display",
     ]
     list_display_links = ["sku"]
     list_filter = ["state", OrderCurrencyFilter, "state_changed_at"]
+    # The search box (scale.ExactFirstSearch): item id, SKU, the order's reference, e-mail or
+    # PaymentIntent, or a Stripe refund id exactly; else part of the SKU or name.
     search_fields = [
         "sku", "name", "order__reference", "order__customer_email", "order__stripe_payment_intent_id",
         "=refunds__stripe_refund_id",
     ]
+    exact_ids = staticmethod(exact_item_ids)
+    partial_search_fields = ["sku", "name"]
     list_select_related = ["order"]
     actions = ["refund_items", "confirm_refund_now"]
     inlines = [ItemTransitionInline]

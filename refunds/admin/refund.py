@@ -20,6 +20,7 @@ from .base import (
     ReadOnlyAdmin, ReadOnlyInline, TransitionLogInline, forbidden, get_object_or_404, has_refund_permission,
 )
 from .export import ExportActions
+from .scale import ExactFirstSearch, ScaleAdmin, exact_refund_ids
 
 
 def refund_name(refund: Refund) -> str:
@@ -58,7 +59,7 @@ class RefundTransitionInline(TransitionLogInline):
 
 
 @admin.register(Refund)
-class RefundAdmin(ApprovalActions, ExportActions, ReadOnlyAdmin):
+class RefundAdmin(ExactFirstSearch, ApprovalActions, ExportActions, ScaleAdmin, ReadOnlyAdmin):
     list_display = [
         "refund_display", "order_link", "amount_display", "status_display", "failure_display", "origin_display",
         "created_by", "created_display",
@@ -69,6 +70,7 @@ class RefundAdmin(ApprovalActions, ExportActions, ReadOnlyAdmin):
         "stripe_refund_id", "order__reference", "order__customer_email", "order__stripe_payment_intent_id",
         "idempotency_key",
     ]
+    exact_ids = staticmethod(exact_refund_ids)  # exact values first (scale.ExactFirstSearch)
     list_select_related = ["order", "created_by"]
     actions = ["check_status_with_stripe", "approve_refunds", "reject_refunds", "export_refunds_csv"]
     inlines = [StripeEventInline, RefundTransitionInline]

@@ -8,6 +8,8 @@ nothing else writes refunds or moves items.
     submission       sending a queued refund to Stripe once
     settlement       succeeded items past the settlement period become payment refunded
     reconciliation   lost submissions sent again, silent pending refunds fetched
+    catch_up         a window of Stripe's refunds read in pages of 100 and recorded (a backlog)
+    locked_rows      the webhook's hot path: a refund and its items locked in one query
     outbox           the submit task enqueued after commit; a broker error is not a failed refund
     approvals        dual control: thresholds, approve and reject
     amount_refunds   refunds of an amount tied to no item (goodwill, shipping only)
@@ -32,6 +34,7 @@ from .amount_refunds import request_amount_refund
 from .approvals import approval_threshold, approve_refund, needs_approval, reject_refund
 from .attention import open_case, resolve_case
 from .audit import Actor, transition_items
+from .catch_up import CatchUpReport, catch_up_refunds
 from .outbox import QUEUE_UNREACHABLE, submit_after_commit
 from .export import EXPORT_COLUMNS, csv_lines, export_rows, refunds_created_between
 from .order_refunds import RefundPreview, preview_order_refund, refund_order
@@ -45,6 +48,8 @@ from .submission import submit_refund
 
 __all__ = [
     "Actor",
+    "CatchUpReport",
+    "catch_up_refunds",
     "ItemLine",
     "OrderDetail",
     "RefundPreview",

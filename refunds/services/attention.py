@@ -172,6 +172,8 @@ def refund_status_recorded(*, refund: Refund, previous: str, items: list[OrderIt
             )
     elif status == RefundStatus.SUCCEEDED and previous != RefundStatus.SUCCEEDED:
         covered = [item for item in items if item.latest_refund_id not in (None, refund.pk)]
+        if not covered:
+            return  # the common case; not even a query to build (the webhook's hot path)
         newer = Refund.objects.filter(
             pk__in={item.latest_refund_id for item in covered}, status__in=LIVE_REFUND_STATUSES
         ).order_by("pk")

@@ -5,6 +5,9 @@
   Stripe by metadata if an earlier attempt may have reached it.
 - A refund Stripe keeps `pending` and whose webhook never came is fetched from Stripe and the
   fetch recorded through the one Stripe-view function (`stripe_view.sync_refund_from_stripe`).
+  When more than a few are stale (webhooks lost for hours), the refunds of their time window
+  are first read from Stripe's list, 100 a request (`catch_up.catch_up_refunds`), so a backlog
+  of thousands is settled in one run instead of a hundred a run.
 - Needs attention: refunds pending at Stripe for days (`stuck_pending`) or left awaiting
   approval (`awaiting_approval`) become cases, and alerts no task delivered are sent.
 
@@ -17,7 +20,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 
+from django.db.models import Min
 from django.utils import timezone
 
 from .. import selectors
@@ -26,10 +31,17 @@ from ..exceptions import StripeGatewayError
 from ..models import Refund
 from . import alerts, attention
 from .audit import Actor
+from .catch_up import CatchUpReport, catch_up_refunds
 from .stripe_view import sync_refund_from_stripe
 from .submission import submit_refund
 
 logger = logging.getLogger(__name__)
+
+# More stale pending refunds than this: read their window from Stripe's list first. Listing
+# costs a request per 100 refunds of the account in the window; fetching, one per refund.
+CATCH_UP_ABOVE = 20
+# Stripe keeps events for 30 days; a longer window is no webhook loss but a stuck refund.
+CATCH_UP_MAX_WINDOW = timedelta(days=30)
 
 
 @dataclass
@@ -51,6 +63,7 @@ class ReconcileReport:
     cases_opened: int = 0  # needs-attention cases (stuck_pending, awaiting_approval)
     alerts_sent: int = 0  # alerts a lost or exhausted task had not delivered
     alerts_failed: int = 0
+    caught_up: CatchUpReport | None = None  # the bulk read, when there was a backlog
 
     @property
     def errors(self) -> list[Repair]:
@@ -89,6 +102,8 @@ def reconcile_refunds(
         report.resubmitted.append(repair)
         _attempt(repair, lambda: submit_refund(refund_id=refund_id), on_each)
 
+    report.caught_up = _catch_up_backlog()
+
     for refund_id, status in selectors.stale_pending_refunds().values_list("pk", "status")[:limit]:
         # Recorded before asking, so a refund Stripe keeps pending, or one that errors, takes
         # its turn after the others rather than first in every run.
@@ -107,6 +122,21 @@ def reconcile_refunds(
         len(report.resubmitted), len(report.synced), len(report.repaired), len(report.errors),
     )
     return report
+
+
+def _catch_up_backlog() -> CatchUpReport | None:
+    stale = selectors.stale_pending_refunds()
+    if stale.count() <= CATCH_UP_ABOVE:
+        return None
+    now = timezone.now()
+    oldest = stale.aggregate(oldest=Min("created_at"))["oldest"]
+    since = max(oldest, now - CATCH_UP_MAX_WINDOW)
+    try:
+        return catch_up_refunds(since=since, until=now, by=Actor.reconciliation())
+    except StripeGatewayError as error:
+        # The one-by-one fetches below still run, as before.
+        logger.warning("reconcile_refunds: listing Stripe's refunds failed: %s", error.message)
+        return None
 
 
 def _needs_attention(report: ReconcileReport, limit: int) -> None:

@@ -32,10 +32,11 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import functools
 import logging
 from dataclasses import dataclass
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from django_fsm import can_proceed
 
@@ -45,6 +46,7 @@ from ..gateway import BIGINT_MAX, StripeRefund
 from ..models import LIVE_REFUND_STATUSES, Order, OrderItem, Refund, RefundOrigin, RefundReason, RefundStatus
 from . import attention
 from .audit import Actor, transition_items
+from .locked_rows import prepared_cursor
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +57,7 @@ class ViewSource(enum.Enum):
     ANSWER = "the API's answer"
     EVENT = "an event"
     FETCH = "a fetch"
+    LISTING = "a listing"  # a page of the refunds list (services.catch_up)
 
 
 @dataclass(frozen=True)
@@ -77,20 +80,35 @@ class StripeView:
     def fetched(cls, stripe_refund: StripeRefund) -> StripeView:
         return cls(stripe_refund, _this_second(), ViewSource.FETCH)
 
+    @classmethod
+    def listed(cls, stripe_refund: StripeRefund, *, requested_at: dt.datetime) -> StripeView:
+        """A refund from a page of Stripe's list, as of the second the page was asked for. It
+        is applied a while after that (a page holds 100), so it is ordered like an event: an
+        event applied meanwhile and created after the request wins."""
+        return cls(stripe_refund, requested_at.replace(microsecond=0), ViewSource.LISTING)
+
     @property
     def is_event(self) -> bool:
         return self.source is ViewSource.EVENT
+
+    @property
+    def ordered_by_time(self) -> bool:
+        """Applied only if newer than the newest view applied (an answer or a fetch always is)."""
+        return self.source in (ViewSource.EVENT, ViewSource.LISTING)
 
 
 def _this_second() -> dt.datetime:
     return timezone.now().replace(microsecond=0)
 
 
-def record_stripe_view(*, view: StripeView, by: Actor, refund: Refund | None = None) -> Refund | None:
+def record_stripe_view(
+    *, view: StripeView, by: Actor, refund: Refund | None = None, items: list[OrderItem] | None = None
+) -> Refund | None:
     """Record what Stripe says about a refund, if it is newer than what we know.
 
     `refund` is our refund, row-locked by the caller; without it the Stripe refund is matched
-    to ours here. A Stripe refund is applied to our refund only when everything agrees
+    to ours here. `items` are its items, locked by the caller with `latest_refund_id`
+    (`locked_rows.refund_with_items`), or None to have them locked here. A Stripe refund is applied to our refund only when everything agrees
     (module doc); one that is not ours but names an order's PaymentIntent is recorded as made
     outside this system. Returns our refund (the outside record included), or None when the
     Stripe refund belongs to no order of ours. Runs inside the caller's transaction.
@@ -113,7 +131,7 @@ def record_stripe_view(*, view: StripeView, by: Actor, refund: Refund | None = N
         if refund is None:
             return None
     last = refund.stripe_event_created_at
-    if view.is_event and last is not None:
+    if view.ordered_by_time and last is not None:
         if view.at < last:
             logger.info(
                 "%s: refund %s at Stripe is %s as of %s, but a view of %s was applied already; ignored",
@@ -132,7 +150,7 @@ def record_stripe_view(*, view: StripeView, by: Actor, refund: Refund | None = N
     refund.stripe_event_created_at = view.at if last is None else max(view.at, last)
     refund.stripe_refund_id = view.refund.id
     apply_refund_status(
-        refund=refund, status=view.refund.status, failure_reason=view.refund.failure_reason, by=by
+        refund=refund, status=view.refund.status, failure_reason=view.refund.failure_reason, by=by, items=items
     )
     logger.info(
         "%s: refund %s (ours #%s) is %s, from %s", by.label, view.refund.id, refund.pk, view.refund.status,
@@ -170,6 +188,23 @@ STRIPE_VIEW_FIELDS = [
     "warning",
 ]
 
+@functools.cache
+def _save_view_sql() -> str:
+    quote = connection.ops.quote_name
+    columns = ", ".join(f"{quote(Refund._meta.get_field(name).column)} = %s" for name in STRIPE_VIEW_FIELDS)
+    return f"UPDATE {quote(Refund._meta.db_table)} SET {columns} WHERE {quote(Refund._meta.pk.column)} = %s"
+
+
+def _save_view(refund: Refund) -> None:
+    """`refund.save(update_fields=STRIPE_VIEW_FIELDS)` with the SQL built once: every event
+    runs it (no signal listens to Refund saves)."""
+    values = [
+        Refund._meta.get_field(name).get_db_prep_save(getattr(refund, name), connection) for name in STRIPE_VIEW_FIELDS
+    ]
+    with prepared_cursor() as cursor:
+        cursor.execute(_save_view_sql(), [*values, refund.pk])
+
+
 # Which transition a Stripe refund status fires on the items it covers (DESIGN.md §1).
 STATUS_TRANSITIONS = {
     RefundStatus.SUCCEEDED: "refund_succeeded",
@@ -180,9 +215,12 @@ STATUS_TRANSITIONS = {
 }
 
 
-def apply_refund_status(*, refund: Refund, status: str, by: Actor, failure_reason: str = "") -> list[OrderItem]:
+def apply_refund_status(
+    *, refund: Refund, status: str, by: Actor, failure_reason: str = "", items: list[OrderItem] | None = None
+) -> list[OrderItem]:
     """Save Stripe's status for `refund` and move its items accordingly; the one place that
-    maps a Stripe refund status onto items. Returns the items that moved.
+    maps a Stripe refund status onto items. Returns the items that moved. `items`: the
+    refund's items, already locked with `latest_refund_id` by the caller, or None.
 
     An item moves only if this refund is its latest one: a late word about an old, failed
     refund must not move an item that a newer refund is handling.
@@ -205,20 +243,21 @@ def apply_refund_status(*, refund: Refund, status: str, by: Actor, failure_reaso
 
         transition = STATUS_TRANSITIONS[status]
         if refund.origin != RefundOrigin.BACK_OFFICE:
-            refund.save(update_fields=STRIPE_VIEW_FIELDS)
+            _save_view(refund)
             attention.refund_status_recorded(refund=refund, previous=previous, items=[])
             return []
         # The items' row locks serialize this with request_refund, which locks every item of
         # the order before it reads the order's refunds.
-        items = list(
-            OrderItem.objects.select_for_update(no_key=True, of=("self",))
-            .filter(refunds=refund)
-            .annotate(latest_refund_id=selectors.latest_refund_of_item())
-            .order_by("pk")
-        )
+        if items is None:
+            items = list(
+                OrderItem.objects.select_for_update(no_key=True, of=("self",))
+                .filter(refunds=refund)
+                .annotate(latest_refund_id=selectors.latest_refund_of_item())
+                .order_by("pk")
+            )
         if newly_succeeded:
             _check_superseded_success(refund, items)
-        refund.save(update_fields=STRIPE_VIEW_FIELDS)
+        _save_view(refund)
         # Before the items move: a late decline is told by the state they were in; a success of
         # a superseded refund opens its possible_double_refund case there too.
         attention.refund_status_recorded(refund=refund, previous=previous, items=items)

@@ -114,7 +114,9 @@ def test_a_revoked_token_is_401_and_nothing_written(client, order):
 
 def test_an_inactive_users_token_is_401(client, order):
     token = api_token(username="gone")
-    ApiToken.objects.get().user.__class__.objects.filter(username="gone").update(is_active=False)
+    user = ApiToken.objects.get().user
+    user.is_active = False
+    user.save(update_fields=["is_active"])
     problem(get(client, "/api/v1/orders/SHOP-1001/", token), 401)
 
 

@@ -219,7 +219,7 @@ def construct_event(payload: bytes, signature_header: str, secret: str, toleranc
         raise ValueError(f"body is not JSON: {error}") from error
     except RecursionError as error:
         raise ValueError(f"body is not a Stripe event: nested more than {MAX_NESTING} levels") from error
-    problem = _json_problem(event)
+    problem = _json_problem(event, raw=payload)
     if problem:
         raise ValueError(f"body is not a Stripe event: {problem}")
     problem = _event_shape_problem(event)
@@ -233,15 +233,24 @@ def construct_event(payload: bytes, signature_header: str, secret: str, toleranc
 MAX_NESTING = 32
 
 
-def _json_problem(value) -> str:
+# How a text PostgreSQL's jsonb cannot hold gets into a parsed body: the escapes of U+0000 and
+# of a UTF-16 surrogate, or a body in UTF-16 or UTF-32 (json.loads reads those; their ASCII
+# characters hold NUL bytes). A body with none of these has only texts jsonb can hold.
+_SUSPECT_TEXT = re.compile(rb"\x00|\\u0000|\\u[dD][89a-fA-F]")
+
+
+def _json_problem(value, raw: bytes | None = None) -> str:
     """What keeps a parsed JSON value from being stored as it came, or "": nesting deeper than
     MAX_NESTING, or text PostgreSQL's jsonb cannot hold (U+0000, a lone surrogate). Walked
-    without recursion."""
+    without recursion. With the `raw` body it was parsed from, the texts are looked at only if
+    the body holds a suspect sequence (Stripe's events never do): then only the nesting is
+    walked."""
+    texts = raw is None or _SUSPECT_TEXT.search(raw) is not None
     todo = [(value, 1)]
     while todo:
         value, depth = todo.pop()
         if isinstance(value, dict):
-            children = list(value.values()) + list(value.keys())
+            children = list(value.values()) + list(value.keys()) if texts else value.values()
         elif isinstance(value, list):
             children = value
         elif isinstance(value, str):
@@ -256,7 +265,10 @@ def _json_problem(value) -> str:
             continue
         if depth > MAX_NESTING:
             return f"nested more than {MAX_NESTING} levels"
-        todo.extend((child, depth + 1) for child in children)
+        if texts:
+            todo.extend((child, depth + 1) for child in children)
+        else:
+            todo.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
     return ""
 
 

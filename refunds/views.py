@@ -7,6 +7,8 @@ event comes back.
 """
 
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
@@ -21,51 +23,63 @@ logger = logging.getLogger(__name__)
 MAX_BODY_BYTES = 1024 * 1024
 
 
-def _rejected(status: int, why: str, request: HttpRequest) -> JsonResponse:
-    logger.warning(
-        "stripe webhook rejected (%d): %s [from %s]", status, why, request.META.get("REMOTE_ADDR", "?")
-    )
-    return JsonResponse({"error": why}, status=status)
+@dataclass(frozen=True)
+class Answer:
+    """What the endpoint answers a delivery: an HTTP status and a JSON body."""
+
+    status: int
+    body: dict
 
 
-@csrf_exempt
-@require_POST
-def stripe_webhook(request: HttpRequest) -> JsonResponse:
+def _rejected(status: int, why: str, remote: str) -> Answer:
+    logger.warning("stripe webhook rejected (%d): %s [from %s]", status, why, remote)
+    return Answer(status, {"error": why})
+
+
+def answer_delivery(*, read: Callable[[int], bytes], declared_length, signature: str, remote: str) -> Answer:
+    """One POSTed delivery, from its raw parts, to the answer Stripe gets: the Django view
+    below and the WSGI intake (refunds/intake.py) share it. `read(n)` returns up to n bytes of
+    the body; `declared_length` is the request's Content-Length as sent (text, or None)."""
     try:
-        declared_length = int(request.META.get("CONTENT_LENGTH") or 0)
+        declared = int(declared_length or 0)
     except ValueError:
-        declared_length = 0
-    if declared_length > MAX_BODY_BYTES:
+        declared = 0
+    if declared > MAX_BODY_BYTES:
         # Refused on the declared length, before a byte of the body is read.
-        return _rejected(413, f"body of {declared_length} bytes exceeds {MAX_BODY_BYTES}", request)
-    payload = request.read(MAX_BODY_BYTES + 1)
+        return _rejected(413, f"body of {declared} bytes exceeds {MAX_BODY_BYTES}", remote)
+    payload = read(MAX_BODY_BYTES + 1)
     if len(payload) > MAX_BODY_BYTES:
-        return _rejected(413, f"body exceeds {MAX_BODY_BYTES} bytes", request)
+        return _rejected(413, f"body exceeds {MAX_BODY_BYTES} bytes", remote)
 
     secret = app_settings.STRIPE_WEBHOOK_SECRET
     if not secret:
         # Our misconfiguration, not Stripe's: 500 keeps Stripe delivering until it is fixed.
         logger.error("stripe webhook cannot verify events: STRIPE_WEBHOOK_SECRET is not set")
-        return JsonResponse({"error": "webhook secret not configured"}, status=500)
+        return Answer(500, {"error": "webhook secret not configured"})
     try:
-        event = gateway.construct_event(
-            payload,
-            request.headers.get("Stripe-Signature", ""),
-            secret,
-            app_settings.STRIPE_WEBHOOK_TOLERANCE_SECONDS,
-        )
+        event = gateway.construct_event(payload, signature, secret, app_settings.STRIPE_WEBHOOK_TOLERANCE_SECONDS)
     except gateway.InvalidSignature as error:
-        return _rejected(400, f"signature: {error}", request)
+        return _rejected(400, f"signature: {error}", remote)
     except ValueError as error:
-        return _rejected(400, str(error), request)
+        return _rejected(400, str(error), remote)
 
     try:
         receipt = webhooks.receive_event(event, body=payload)
     except Exception as error:  # noqa: BLE001 — kept on the stored event; Stripe delivers again
         logger.error("stripe webhook: event %s (%s) failed, answered 500: %r", event["id"], event["type"], error)
-        return JsonResponse({"error": "event could not be applied; it is kept and will be retried"}, status=500)
+        return Answer(500, {"error": "event could not be applied; it is kept and will be retried"})
     answer = {"received": event["id"], "duplicate": receipt.duplicate}
     if receipt.unprocessable:
         # Stored with the reason for the Back Office; 200, since delivering it again cannot help.
         answer["unprocessable"] = receipt.unprocessable
-    return JsonResponse(answer)
+    return Answer(200, answer)
+
+
+@csrf_exempt
+@require_POST
+def stripe_webhook(request: HttpRequest) -> JsonResponse:
+    answer = answer_delivery(
+        read=request.read, declared_length=request.META.get("CONTENT_LENGTH"),
+        signature=request.headers.get("Stripe-Signature", ""), remote=request.META.get("REMOTE_ADDR", "?"),
+    )
+    return JsonResponse(answer.body, status=answer.status)

@@ -18,6 +18,8 @@ until it gets a 2xx (https://docs.stripe.com/webhooks#event-delivery-behaviors).
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import json
 import logging
 import traceback
 from collections.abc import Callable
@@ -108,19 +110,21 @@ def receive_event(payload: dict, body: bytes | None = None) -> Receipt:
     # the event is stored again, on its own, with the error (for the Back Office, and for the
     # next delivery, which applies it). No savepoints on the common path: each is a round trip.
     #
-    # The common case, an event about one refund of ours with items, reads and locks that
-    # refund and its items first, in one query (services.locked_rows), and inserts the event
-    # already linked to it: a concurrent second delivery waits on the refund's lock instead,
-    # then fails on the event id the same way. Seven round trips, as the bare writes take.
+    # The common case, an event about one refund of ours with items, then reads and locks that
+    # refund and its items in one query (services.locked_rows); the event row is linked to the
+    # refund known by the Stripe id in the same INSERT. On PostgreSQL the statements travel
+    # together: BEGIN, the INSERT and the lock query in one round trip, the writes and the
+    # COMMIT in another (locked_rows.batched_transaction), where the bare writes take seven.
+    single = stripe_refunds[0]["id"] if len(stripe_refunds) == 1 else None
     try:
-        with transaction.atomic():
-            locked = locked_rows.refund_with_items(stripe_refunds[0]["id"]) if len(stripe_refunds) == 1 else None
-            event = _insert_event(payload, body, refund=locked.refund if locked else None)
+        with locked_rows.batched_transaction():
+            event, locked = _insert_event_and_lock(payload, body, stripe_refund_id=single)
             if locked is not None:
+                event.refund = locked.refund
                 _apply_to_locked(event, stripe_refunds[0], locked)
             else:
                 refund = _apply(event)
-                if refund is not None:
+                if refund is not None and refund.pk != event.refund_id:
                     event.refund = refund
                     event.save(update_fields=["refund"])
     except IntegrityError as error:
@@ -140,28 +144,35 @@ def receive_event(payload: dict, body: bytes | None = None) -> Receipt:
     return Receipt(event=event, duplicate=False)
 
 
-def _insert_event(payload: dict, body: bytes | None, *, refund: Refund | None) -> StripeEvent:
-    """The event's row, inserted as processed; the raw body is stored as it came when given."""
+def _insert_event_and_lock(
+    payload: dict, body: bytes | None, *, stripe_refund_id: str | None
+) -> tuple[StripeEvent, locked_rows.LockedRefund | None]:
+    """Insert the event's row, as processed and linked to our refund known by `stripe_refund_id`
+    if there is one, then lock that refund with its items (`locked_rows.insert_and_lock`). The
+    raw body is stored as it came when given."""
     now = timezone.now()
     event = StripeEvent(
         stripe_event_id=payload["id"], type=payload["type"], payload=payload, received_at=now, processed_at=now,
-        refund=refund,
     )
-    if body is None:
-        event.save(force_insert=True)
-        return event
-    table = connection.ops.quote_name(StripeEvent._meta.db_table)
-    cast = "::jsonb" if connection.vendor == "postgresql" else ""
-    with locked_rows.prepared_cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {table} (stripe_event_id, type, payload, received_at, processed_at, error, refund_id) "
-            f"VALUES (%s, %s, %s{cast}, %s, %s, '', %s) RETURNING id",
-            [event.stripe_event_id, event.type, body.decode(), now, now, refund.pk if refund else None],
-        )
-        event.pk = cursor.fetchone()[0]
+    text = body.decode() if body is not None else json.dumps(payload)
+    (event.pk, event.refund_id), locked = locked_rows.insert_and_lock(
+        _insert_event_sql(), [event.stripe_event_id, event.type, text, now, now, stripe_refund_id], stripe_refund_id
+    )
     event._state.adding = False
     event._state.db = connection.alias
-    return event
+    return event, locked
+
+
+@functools.cache
+def _insert_event_sql() -> str:
+    quote = connection.ops.quote_name
+    cast = "::jsonb" if connection.vendor == "postgresql" else ""
+    return (
+        f"INSERT INTO {quote(StripeEvent._meta.db_table)} "
+        "(stripe_event_id, type, payload, received_at, processed_at, error, refund_id) "
+        f"VALUES (%s, %s, %s{cast}, %s, %s, '', "
+        f"(SELECT id FROM {quote(Refund._meta.db_table)} WHERE stripe_refund_id = %s)) RETURNING id, refund_id"
+    )
 
 
 def _apply_to_locked(event: StripeEvent, stripe_refund: dict, locked: locked_rows.LockedRefund) -> None:

@@ -119,7 +119,10 @@ def test_confirm_refund_now_does_not_wait_for_a_webhook_holding_the_refund(back_
     The webhook's own fast path (services.locked_rows) locks the refund and its items in one
     statement, so this interleaving is forced on the general path, which "Check status with
     Stripe", reconciliation and events about refunds without items still take."""
-    monkeypatch.setattr(locked_rows, "refund_with_items", lambda stripe_refund_id: None)
+    insert_and_lock = locked_rows.insert_and_lock
+    monkeypatch.setattr(
+        locked_rows, "insert_and_lock", lambda sql, params, stripe_refund_id: insert_and_lock(sql, params, None)
+    )
     scenario = Scenario(back_office_user, fake_stripe, 0)
     held = HeldCall(stripe_view.apply_refund_status)  # called with the refund locked, before the items
     monkeypatch.setattr(stripe_view, "apply_refund_status", held)

@@ -30,8 +30,8 @@ def test_one_refund_of_ours_takes_five_statements_and_links_the_event(paid_order
         response = deliver(Client(), evt)
 
     assert response.status_code == 200
-    # lock refund + items, insert the event (linked), the refund's view, the items, the audit rows
-    assert statements(captured) == ["SELECT", "INSERT", "UPDATE", "UPDATE", "INSERT"]
+    # insert the event (linked), lock refund + items, the refund's view, the items, the audit rows
+    assert statements(captured) == ["INSERT", "SELECT", "UPDATE", "UPDATE", "INSERT"]
     stored = StripeEvent.objects.get(stripe_event_id=evt["id"])
     assert stored.refund_id == refund.pk and stored.processed_at is not None
     assert stored.payload == evt  # the raw body, as Stripe sent it

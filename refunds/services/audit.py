@@ -17,7 +17,7 @@ from django.db import connection
 from django.utils import timezone
 
 from ..models import ItemTransition, OrderItem, Refund
-from .locked_rows import prepared_cursor
+from . import locked_rows
 
 BULK_BATCH_SIZE = 500
 UPDATE_CHUNK = 5000
@@ -118,8 +118,7 @@ def _update_states(pks: list[int], state: str, at) -> None:
     if connection.vendor != "postgresql":
         OrderItem.objects.filter(pk__in=pks).update(state=state, state_changed_at=at)
         return
-    with prepared_cursor() as cursor:
-        cursor.execute(_UPDATE_STATES_SQL, [state, at, pks])
+    locked_rows.write(_UPDATE_STATES_SQL, [state, at, pks])
 
 
 _UPDATE_STATES_SQL = (
@@ -145,18 +144,17 @@ def write_log(fired: list[Fired], *, transition: str, to_state: str, at, by: Act
     """Insert the audit rows: on PostgreSQL one INSERT … SELECT over three arrays (what varies
     per row), which is several times faster than bulk_create's parameters per field."""
     if connection.vendor == "postgresql":
-        with prepared_cursor() as cursor:
-            for start in range(0, len(fired), UPDATE_CHUNK):
-                chunk = fired[start:start + UPDATE_CHUNK]
-                cursor.execute(
-                    _insert_log_sql(),
-                    [
-                        transition, to_state, at, by.user.pk if by.user else None, by.label[:255],
-                        [f.item.pk for f in chunk],
-                        [f.refund.pk if f.refund else None for f in chunk],
-                        [f.from_state for f in chunk],
-                    ],
-                )
+        for start in range(0, len(fired), UPDATE_CHUNK):
+            chunk = fired[start:start + UPDATE_CHUNK]
+            locked_rows.write(
+                _insert_log_sql(),
+                [
+                    transition, to_state, at, by.user.pk if by.user else None, by.label[:255],
+                    [f.item.pk for f in chunk],
+                    [f.refund.pk if f.refund else None for f in chunk],
+                    [f.from_state for f in chunk],
+                ],
+            )
         return
     ItemTransition.objects.bulk_create(
         [

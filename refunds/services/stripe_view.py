@@ -44,9 +44,8 @@ from .. import gateway, selectors
 from ..event_checks import shown
 from ..gateway import BIGINT_MAX, StripeRefund
 from ..models import LIVE_REFUND_STATUSES, Order, OrderItem, Refund, RefundOrigin, RefundReason, RefundStatus
-from . import attention
+from . import attention, locked_rows
 from .audit import Actor, transition_items
-from .locked_rows import prepared_cursor
 
 logger = logging.getLogger(__name__)
 
@@ -189,6 +188,11 @@ STRIPE_VIEW_FIELDS = [
 ]
 
 @functools.cache
+def _stripe_view_fields() -> list:
+    return [Refund._meta.get_field(name) for name in STRIPE_VIEW_FIELDS]
+
+
+@functools.cache
 def _save_view_sql() -> str:
     quote = connection.ops.quote_name
     columns = ", ".join(f"{quote(Refund._meta.get_field(name).column)} = %s" for name in STRIPE_VIEW_FIELDS)
@@ -198,11 +202,9 @@ def _save_view_sql() -> str:
 def _save_view(refund: Refund) -> None:
     """`refund.save(update_fields=STRIPE_VIEW_FIELDS)` with the SQL built once: every event
     runs it (no signal listens to Refund saves)."""
-    values = [
-        Refund._meta.get_field(name).get_db_prep_save(getattr(refund, name), connection) for name in STRIPE_VIEW_FIELDS
-    ]
-    with prepared_cursor() as cursor:
-        cursor.execute(_save_view_sql(), [*values, refund.pk])
+    db = locked_rows.default_connection()
+    values = [field.get_db_prep_save(getattr(refund, field.attname), db) for field in _stripe_view_fields()]
+    locked_rows.write(_save_view_sql(), [*values, refund.pk])
 
 
 # Which transition a Stripe refund status fires on the items it covers (DESIGN.md §1).

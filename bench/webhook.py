@@ -53,8 +53,8 @@ def parse_args(argv=None):
     parser.add_argument("--senders", default="1,4", help="--gunicorn: concurrent senders, comma-separated")
     parser.add_argument("--workers", type=int, default=2, help="--gunicorn: sync workers")
     parser.add_argument("--port", type=int, default=8613)
-    parser.add_argument("--prepare-threshold", type=int, default=0,
-                        help="--gunicorn: DATABASE_PREPARE_THRESHOLD for the server (0: Django's default, off)")
+    parser.add_argument("--prepare-threshold", default="",
+                        help="--gunicorn: DATABASE_PREPARE_THRESHOLD for the server (default: the settings' 5; off)")
     return parser.parse_args(argv)
 
 
@@ -221,19 +221,29 @@ def floor_sender(database_url: str, work: list) -> None:
                 conn.execute(FLOOR_SQL[4], [item_id, refund_id, f"Stripe event {event_id}"])
 
 
-def http_sender(port: int, work: list) -> None:
-    """One sender of signed events: a new connection per event (gunicorn's sync workers close it)."""
-    import http.client
+def http_request(port: int, body: bytes, signature: str) -> bytes:
+    """The whole HTTP request of one delivery, made before the clock starts (as the bodies and
+    signatures are): the senders time the server, not the making of requests."""
+    head = (
+        f"POST /stripe/webhook/ HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+        f"Stripe-Signature: {signature}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    )
+    return head.encode() + body
 
-    for body, signature in work:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-        conn.request("POST", "/stripe/webhook/", body=body,
-                     headers={"Content-Type": "application/json", "Stripe-Signature": signature})
-        response = conn.getresponse()
-        answer = response.read()
-        conn.close()
-        if response.status != 200:
-            raise SystemExit(f"endpoint answered {response.status}: {answer[:300]!r}")
+
+def http_sender(port: int, work: list) -> None:
+    """One sender of signed events: a new connection per event (gunicorn's sync workers close
+    it), the request written whole, the answer read to the end and its status checked."""
+    import socket
+
+    for request in work:
+        with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+            sock.sendall(request)
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+        if not answer.startswith(b"HTTP/1.1 200 "):
+            raise SystemExit(f"endpoint answered {answer[:300]!r}")
 
 
 def concurrently(target, args_per_sender: list) -> float:
@@ -263,7 +273,7 @@ def start_gunicorn(args):
         "STRIPE_SECRET_KEY": "sk_test_bench", "STRIPE_WEBHOOK_SECRET": SECRET, "REFUNDS_LOG_LEVEL": "WARNING",
     }
     if args.prepare_threshold:
-        env["DATABASE_PREPARE_THRESHOLD"] = str(args.prepare_threshold)
+        env["DATABASE_PREPARE_THRESHOLD"] = args.prepare_threshold
     server = subprocess.Popen(
         [os.path.join(benchdb.BASE_DIR, ".venv/bin/gunicorn"), "refunds_project.wsgi", "--bind",
          f"127.0.0.1:{args.port}", "--workers", str(args.workers), "--worker-class", "sync", "--log-level", "warning"],
@@ -289,7 +299,7 @@ def main_gunicorn(args):
     try:
         # Warm every worker (imports, connections) before the clock starts.
         warm = signed_events(make_refunds(4 * args.workers, "warm"), "warm")
-        http_sender(args.port, warm)
+        http_sender(args.port, [http_request(args.port, body, signature) for body, signature in warm])
         results = {}
         for senders in senders_list:
             rounds = []
@@ -297,6 +307,7 @@ def main_gunicorn(args):
                 tag = f"{senders}s{r}"
                 endpoint_pairs = make_refunds(args.events, f"e{tag}")
                 endpoint_events = signed_events(endpoint_pairs, f"e{tag}")
+                requests = [http_request(args.port, body, signature) for body, signature in endpoint_events]
                 floor_pairs = make_refunds(args.events, f"f{tag}")
                 floor_work = [(f"evt_floor_{tag}_{n}", body.decode(), refund.pk, item.pk)
                               for n, ((refund, item), (body, _)) in enumerate(zip(floor_pairs, endpoint_events))]
@@ -305,7 +316,7 @@ def main_gunicorn(args):
                 connection.close()  # no connection shared with the forked senders
                 share = lambda work: [work[i::senders] for i in range(senders)]  # noqa: E731
                 floor_s = concurrently(floor_sender, [(args.database_url, part) for part in share(floor_work)])
-                endpoint_s = concurrently(http_sender, [(args.port, part) for part in share(endpoint_events)])
+                endpoint_s = concurrently(http_sender, [(args.port, part) for part in share(requests)])
                 check_applied(endpoint_pairs)
                 rounds.append((floor_s, endpoint_s))
                 print(f"{senders} sender(s), round {r + 1}: floor {args.events / floor_s:,.0f}/s, "
@@ -316,7 +327,7 @@ def main_gunicorn(args):
         server.wait()
     print()
     print(f"gunicorn {args.workers} sync workers, production settings (DEBUG off), prepare_threshold "
-          f"{args.prepare_threshold or 'off'}, PostgreSQL {connection.pg_version}; "
+          f"{args.prepare_threshold or 'default (5)'}, PostgreSQL {connection.pg_version}; "
           f"{args.events:,} events x {args.rounds} rounds per row, median")
     print(f"{'senders':>7} | {'floor ev/s':>10} | {'endpoint ev/s':>13} | {'ratio':>5}")
     for senders, (floor_s, endpoint_s) in results.items():

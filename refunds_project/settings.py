@@ -111,11 +111,16 @@ TEMPLATES = [
 
 DATABASES = {"default": env.db_url("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=0)
-if DATABASES["default"]["ENGINE"].endswith("postgresql") and env.str("DATABASE_PREPARE_THRESHOLD", default=""):
-    # psycopg's prepared statements, which Django leaves off for transaction-mode connection
-    # poolers (PgBouncer before 1.21). Without such a pooler, 5 lets PostgreSQL plan the webhook's
-    # statements once per connection (refunds/services/locked_rows.py): 0.6 ms less per event.
-    DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = env.int("DATABASE_PREPARE_THRESHOLD")
+if DATABASES["default"]["ENGINE"].endswith("postgresql"):
+    # psycopg's prepared statements: a statement run this many times on a connection is planned
+    # once for it, not at every run (psycopg's own default, 5). Django leaves them off, for
+    # transaction-mode connection poolers (PgBouncer before 1.21, or without
+    # max_prepared_statements): set DATABASE_PREPARE_THRESHOLD=off behind one. Planning is most
+    # of the database's work for a webhook event (bench/webhook.py: 3.9 ms of CPU per event
+    # unprepared, 0.4 ms prepared).
+    _prepare = env.str("DATABASE_PREPARE_THRESHOLD", default="5").strip().lower()
+    if _prepare not in ("off", "none", ""):
+        DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = int(_prepare)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # A file, not ":memory:", so a Celery worker started by a test sees the test database.
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-db.sqlite3")}

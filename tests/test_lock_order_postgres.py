@@ -121,7 +121,8 @@ def test_confirm_refund_now_does_not_wait_for_a_webhook_holding_the_refund(back_
     Stripe", reconciliation and events about refunds without items still take."""
     insert_and_lock = locked_rows.insert_and_lock
     monkeypatch.setattr(
-        locked_rows, "insert_and_lock", lambda sql, params, stripe_refund_id: insert_and_lock(sql, params, None)
+        locked_rows, "insert_and_lock",
+        lambda sql, params, stripe_refund_id, **found: insert_and_lock(sql, params, None, **found),
     )
     scenario = Scenario(back_office_user, fake_stripe, 0)
     held = HeldCall(stripe_view.apply_refund_status)  # called with the refund locked, before the items

@@ -1,5 +1,5 @@
 """The webhook's hot path: a refund and its items locked and read in one query, and the
-statements of an event sent in three round trips where one at a time takes seven.
+writes of an event sent as one statement.
 
 `record_stripe_view` would read the refund and its items in two queries (the refund, then its
 items with each item's latest refund); at hundreds of events a second each round trip and each
@@ -11,22 +11,17 @@ the rows of a `SELECT … FOR NO KEY UPDATE` as it returns them, after sorting, 
 locked with the first row, then the items by primary key. The order is not locked: a Back
 Office refund's status moves its items, not its order (stripe_view.apply_refund_status).
 
-Round trips, on PostgreSQL with psycopg 3 (pipeline mode, https://www.psycopg.org/psycopg3/docs/advanced/pipeline.html):
-
-- `insert_and_lock` sends BEGIN, the event's INSERT and the lock query together and reads
-  their answers once;
-- `batched_transaction` holds back the writes whose result nobody reads (`write`: the
-  refund's view, the items' state, the audit rows) and sends them with the COMMIT. Any other
-  statement run meanwhile sends the held writes first, in order, so every read sees them; an
-  error in a held write is raised at COMMIT, and the transaction rolls back whole, as it would
-  have at the write itself.
-
-Elsewhere (SQLite, psycopg2, a transaction already open) each statement runs when it is made.
+Round trips, on PostgreSQL: five per event (BEGIN, the event's INSERT, the lock query, the
+writes, COMMIT), where the same writes made one at a time take seven: `batched_transaction`
+holds back the writes whose result nobody reads (`write`: the refund's view, the items'
+state, the audit rows) and sends them as one statement before the COMMIT. Elsewhere (SQLite)
+each statement runs when it is made.
 """
 
 from __future__ import annotations
 
-from contextlib import ExitStack, contextmanager
+import re
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from functools import cache
@@ -66,36 +61,13 @@ def prepared_cursor(db=None):
         raw.close()
 
 
-def _can_pipeline(db) -> bool:
-    return db.vendor == "postgresql" and _has_pipeline(db.Database)
-
-
-@cache
-def _has_pipeline(database) -> bool:
-    """psycopg 3 with a libpq of PostgreSQL 14 or newer (psycopg2 has no pipeline mode)."""
-    pipeline = getattr(database, "Pipeline", None)
-    return pipeline is not None and pipeline.is_supported()
-
-
-@contextmanager
-def _sent_together(db):
-    """The block's statements go out together; their answers are read once, at its end (one
-    round trip), and an error among them is raised there, as Django's own."""
-    if not _can_pipeline(db):
-        yield
-        return
-    db.ensure_connection()
-    with db.wrap_database_errors, db.connection.pipeline():
-        yield
-
-
 # --- Writes held back until COMMIT -------------------------------------------------------------
 
 
 @dataclass
 class _HeldWrites:
-    """Writes of one transaction not sent yet; sent before any other statement (an execute
-    wrapper), or with the COMMIT."""
+    """Writes of one transaction not sent yet: sent before any other statement runs (as an
+    execute wrapper), or at the end of the transaction's block."""
 
     db: object
     statements: list = field(default_factory=list)
@@ -111,18 +83,50 @@ class _HeldWrites:
         self.sending = True
         try:
             with prepared_cursor(self.db) as cursor:
-                for sql, params in held:
+                for sql, params in _joined(held):
                     cursor.execute(sql, params)
         finally:
             self.sending = False
+
+
+# The table an UPDATE or INSERT writes.
+_TARGET = re.compile(r"\s*(?:UPDATE|INSERT\s+INTO)\s+(\S+)", re.IGNORECASE)
+
+
+def _joined(held: list) -> list:
+    """Consecutive writes to different tables as one statement, `WITH w0 AS (…), w1 AS (…) last`:
+    PostgreSQL runs each part once and to completion (https://www.postgresql.org/docs/current/queries-with.html#QUERIES-WITH-MODIFYING),
+    all on one snapshot, so that no part sees another's rows. Hence only writes to different
+    tables are joined: no row is written twice in one statement, and no part reads what another
+    writes. A second write to a table starts the next statement."""
+    statements, group, tables = [], [], set()
+    for sql, params in held:
+        target = _TARGET.match(sql)
+        table = target.group(1).strip('"') if target else None
+        if group and (table is None or table in tables):
+            statements.append(_with(group))
+            group, tables = [], set()
+        group.append((sql, params))
+        tables.add(table)
+    if group:
+        statements.append(_with(group))
+    return statements
+
+
+def _with(group: list) -> tuple[str, list]:
+    if len(group) == 1:
+        return group[0]
+    *parts, (last_sql, last_params) = group
+    sql = "WITH " + ", ".join(f"w{n} AS ({part})" for n, (part, _) in enumerate(parts)) + " " + last_sql
+    return sql, [param for _, params in parts for param in params] + list(last_params)
 
 
 _held: ContextVar[_HeldWrites | None] = ContextVar("refunds_held_writes", default=None)
 
 
 def write(sql: str, params: list) -> None:
-    """Run a write whose result (row count included) nobody reads; inside
-    `batched_transaction` it is held back and sent with the COMMIT."""
+    """Run an UPDATE or INSERT whose result (row count included) nobody reads; inside
+    `batched_transaction` it is held back and joined with the writes that follow it."""
     held = _held.get()
     if held is not None:
         held.statements.append((sql, params))
@@ -133,28 +137,25 @@ def write(sql: str, params: list) -> None:
 
 @contextmanager
 def batched_transaction():
-    """`transaction.atomic()` whose held writes (`write`) go out with its COMMIT, in one round
-    trip. Only as the outermost transaction on PostgreSQL with pipeline mode; otherwise (inside
-    another transaction, whose COMMIT is not ours to send, or elsewhere) plain `atomic()`."""
+    """`transaction.atomic()` whose writes made through `write` are held back and sent as one
+    statement (`_joined`) before the COMMIT, or before any other statement that runs first, so
+    that every read sees them. An error in a held write is raised where it is sent, inside the
+    block's transaction, which rolls back whole. On PostgreSQL; elsewhere plain `atomic()`
+    (SQLite has no writing WITH)."""
     db = default_connection()
-    if db.in_atomic_block or not _can_pipeline(db):
+    if db.vendor != "postgresql":
         with transaction.atomic():
             yield
         return
     held = _HeldWrites(db)
     token = _held.set(held)
     try:
-        with ExitStack() as after:
-            with transaction.atomic(), db.execute_wrapper(held):
-                yield
-                _held.reset(token)
-                token = None
-                if held.statements:
-                    # Queued with the COMMIT that atomic() sends next; the pipeline is left (one
-                    # more Sync) after the transaction, and its errors are Django's.
-                    after.enter_context(db.wrap_database_errors)
-                    after.enter_context(db.connection.pipeline())
-                    held.send()
+        with transaction.atomic(), db.execute_wrapper(held):
+            yield
+            _held.reset(token)
+            token = None
+            if held.statements:
+                held.send()
     finally:
         if token is not None:
             _held.reset(token)
@@ -187,23 +188,25 @@ def _converters(*models) -> list[tuple[int, list, object]]:
 
 
 @cache
-def _query() -> tuple[str, list[str], list[str], list[str], list]:
+def _query() -> tuple:
     quote = connection.ops.quote_name
     refund_names, refund_sql = _columns(Refund, "r")
     order_names, order_sql = _columns(Order, "o")
     item_names, item_sql = _columns(OrderItem, "i")
     links = quote(RefundItem._meta.db_table)
     lock = " FOR NO KEY UPDATE OF r, i" if connection.features.has_select_for_update_of else ""
-    sql = (
-        f"SELECT {refund_sql}, {order_sql}, {item_sql}, "
-        f"(SELECT MAX(l2.refund_id) FROM {links} l2 WHERE l2.orderitem_id = i.id) "
-        f"FROM {quote(Refund._meta.db_table)} r "
+    columns = (
+        f"{refund_sql}, {order_sql}, {item_sql}, "
+        f"(SELECT MAX(l2.refund_id) FROM {links} l2 WHERE l2.orderitem_id = i.id)"
+    )
+    tables = (
+        f"{quote(Refund._meta.db_table)} r "
         f"JOIN {quote(Order._meta.db_table)} o ON o.id = r.order_id "
         f"JOIN {links} l ON l.refund_id = r.id "
         f"JOIN {quote(OrderItem._meta.db_table)} i ON i.id = l.orderitem_id "
         f"WHERE r.stripe_refund_id = %s ORDER BY i.id{lock}"
     )
-    return sql, refund_names, order_names, item_names, _converters(Refund, Order, OrderItem)
+    return f"SELECT {columns} FROM {tables}", refund_names, order_names, item_names, _converters(Refund, Order, OrderItem), columns, tables
 
 
 def refund_with_items(stripe_refund_id: str) -> LockedRefund | None:
@@ -215,25 +218,41 @@ def refund_with_items(stripe_refund_id: str) -> LockedRefund | None:
         return _locked(cursor.fetchall())
 
 
-def insert_and_lock(insert_sql: str, insert_params: list, stripe_refund_id: str | None) -> tuple[tuple, LockedRefund | None]:
-    """Run an INSERT … RETURNING, then `refund_with_items(stripe_refund_id)` (skipped for None),
-    sent together with the transaction's BEGIN: the returned row and the locked refund. The
-    INSERT runs first: a unique-key error in it (a second delivery) is raised before anything
-    is locked or read."""
+def insert_and_lock(insert_sql: str, insert_params: list, stripe_refund_id: str | None,
+                    *, find_sql: str, find_params: list) -> tuple[tuple, LockedRefund | None]:
+    """Run an INSERT … RETURNING and `refund_with_items(stripe_refund_id)` (skipped for None):
+    the returned row and the locked refund. On PostgreSQL one statement does both (the INSERT
+    in a WITH, which runs whether or not the lock query finds rows; `find_sql` reads the new
+    row back when it finds none). A unique-key error in the INSERT (a second delivery) fails
+    the statement: nothing is locked or read."""
     db = default_connection()
-    with prepared_cursor(db) as inserted, prepared_cursor(db) as lock:
-        with _sent_together(db):
-            inserted.execute(insert_sql, insert_params)
-            if stripe_refund_id is not None:
-                lock.execute(_query()[0], [stripe_refund_id])
-        row = inserted.fetchone()
-        return row, (_locked(lock.fetchall()) if stripe_refund_id is not None else None)
+    with prepared_cursor(db) as cursor:
+        if stripe_refund_id is None or db.vendor != "postgresql":
+            cursor.execute(insert_sql, insert_params)
+            row = cursor.fetchone()
+            if stripe_refund_id is None:
+                return row, None
+            cursor.execute(_query()[0], [stripe_refund_id])
+            return row, _locked(cursor.fetchall())
+        cursor.execute(_inserting_query(insert_sql), [*insert_params, stripe_refund_id])
+        rows = cursor.fetchall()
+        if not rows:
+            cursor.execute(find_sql, find_params)
+            return cursor.fetchone(), None
+        return rows[0][:2], _locked([row[2:] for row in rows])
+
+
+@cache
+def _inserting_query(insert_sql: str) -> str:
+    """The lock query with an INSERT … RETURNING (two columns) before it, in one statement."""
+    columns, tables = _query()[5:]
+    return f"WITH inserted AS ({insert_sql}) SELECT inserted.*, {columns} FROM inserted, {tables}"
 
 
 def _locked(rows) -> LockedRefund | None:
     if not rows:
         return None
-    _, refund_names, order_names, item_names, converters = _query()
+    _, refund_names, order_names, item_names, converters = _query()[:5]
     rows = [_converted(row, converters) for row in rows]
     db = connection.alias
     first = rows[0]

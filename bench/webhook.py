@@ -16,13 +16,20 @@ A third row times the shared refund service alone (`services.record_stripe_view`
 refund row lock, one transaction per event), the part of the endpoint's work that is not the
 webhook's own. Goal: endpoint ≥ 0.5 × the floor's rate.
 
-With `--gunicorn`, the endpoint runs in gunicorn (sync workers, production settings, DEBUG
-off, persistent connections) and 1 and 4 concurrent senders post the signed events over HTTP,
-each sender a process of its own. Its floor, with as many concurrent senders, is the issue's:
-the same rows written bare with psycopg in one transaction per event — insert the event, lock
-and update the refund, update the item, insert the audit row.
+With `--gunicorn`, the endpoint runs in gunicorn (sync workers, production settings and
+`refunds_project.wsgi` with its webhook intake, DEBUG off, persistent connections, prepared
+statements as production's settings have them) and 1 and 4 concurrent senders post the signed
+events over HTTP, each sender a process of its own writing whole requests built before the
+clock starts. Its floor, with as many concurrent senders, is the issue's: the same rows written
+bare with psycopg in one transaction per event — insert the event, lock and update the refund,
+update the item, insert the audit row. Also timed, with the same requests: "HTTP alone", a
+gunicorn of the same workers serving bench/trivial_wsgi.py (read the body, answer 200), the
+part of a delivery that is neither Django nor the database; and the CPU each side spends per
+event (gunicorn's processes, PostgreSQL's, the senders').
 
     .venv/bin/python bench/webhook.py --gunicorn --events 1000 --rounds 3 --senders 1,4
+    ... --plain-django               # Django's own WSGI app, without the intake (bench/plain_wsgi.py)
+    ... --prepare-threshold off      # no prepared statements (Django's default)
 
 Uses its own database (default postgres://postgres@127.0.0.1:5432/webhook_bench), created and
 migrated on first use. Persistent connections (DATABASE_CONN_MAX_AGE=600), as a production
@@ -34,6 +41,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import time
 
@@ -53,6 +61,8 @@ def parse_args(argv=None):
     parser.add_argument("--senders", default="1,4", help="--gunicorn: concurrent senders, comma-separated")
     parser.add_argument("--workers", type=int, default=2, help="--gunicorn: sync workers")
     parser.add_argument("--port", type=int, default=8613)
+    parser.add_argument("--plain-django", action="store_true",
+                        help="--gunicorn: serve Django's own WSGI app (bench/plain_wsgi.py), not production's with the intake")
     parser.add_argument("--prepare-threshold", default="",
                         help="--gunicorn: DATABASE_PREPARE_THRESHOLD for the server (default: the settings' 5; off)")
     return parser.parse_args(argv)
@@ -246,6 +256,38 @@ def http_sender(port: int, work: list) -> None:
             raise SystemExit(f"endpoint answered {answer[:300]!r}")
 
 
+def cpu_seconds(pids) -> float:
+    """User and system CPU time of these running processes so far (Linux /proc)."""
+    ticks, total = os.sysconf("SC_CLK_TCK"), 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / ticks
+
+
+def server_pids(server) -> list[int]:
+    """gunicorn's arbiter and workers, and the PostgreSQL backends serving them (by the time the
+    senders start, the workers' persistent connections are the only other backends)."""
+    children, backends = [server.pid], []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                name, rest = stat.read().split(" (", 1)[1].rsplit(")", 1)
+        except OSError:
+            continue
+        if int(rest.split()[1]) == server.pid:
+            children.append(int(entry))
+        elif name == "postgres":
+            backends.append(int(entry))
+    return children, backends
+
+
 def concurrently(target, args_per_sender: list) -> float:
     """Wall time for every sender (a process each) to finish its share."""
     import multiprocessing
@@ -262,7 +304,7 @@ def concurrently(target, args_per_sender: list) -> float:
     return time.perf_counter() - started
 
 
-def start_gunicorn(args):
+def start_gunicorn(args, *, trivial: bool = False, port: int | None = None):
     import subprocess
     import urllib.request
 
@@ -274,14 +316,22 @@ def start_gunicorn(args):
     }
     if args.prepare_threshold:
         env["DATABASE_PREPARE_THRESHOLD"] = args.prepare_threshold
+    port = port or args.port
+    if trivial:
+        app = ["--pythonpath", "bench", "trivial_wsgi"]
+    elif args.plain_django:
+        app = ["--pythonpath", "bench", "plain_wsgi"]
+    else:
+        app = ["refunds_project.wsgi"]
     server = subprocess.Popen(
-        [os.path.join(benchdb.BASE_DIR, ".venv/bin/gunicorn"), "refunds_project.wsgi", "--bind",
-         f"127.0.0.1:{args.port}", "--workers", str(args.workers), "--worker-class", "sync", "--log-level", "warning"],
+        [os.path.join(benchdb.BASE_DIR, ".venv/bin/gunicorn"), *app, "--bind",
+         f"127.0.0.1:{port}", "--workers", str(args.workers), "--worker-class", "sync", "--log-level", "warning"],
         cwd=benchdb.BASE_DIR, env=env,
     )
     for _ in range(100):
         try:
-            urllib.request.urlopen(f"http://127.0.0.1:{args.port}/stripe/webhook/", timeout=1)
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/stripe/webhook/", timeout=1)
+            return server  # the trivial app answers a GET too
         except urllib.error.HTTPError:
             return server  # 405 to a GET: it answers
         except OSError:
@@ -296,11 +346,12 @@ def main_gunicorn(args):
     reset_tables()
     senders_list = [int(n) for n in args.senders.split(",")]
     server = start_gunicorn(args)
+    trivial = start_gunicorn(args, trivial=True, port=args.port + 1)
     try:
         # Warm every worker (imports, connections) before the clock starts.
         warm = signed_events(make_refunds(4 * args.workers, "warm"), "warm")
         http_sender(args.port, [http_request(args.port, body, signature) for body, signature in warm])
-        results = {}
+        results, cpus = {}, {}
         for senders in senders_list:
             rounds = []
             for r in range(args.rounds):
@@ -315,25 +366,44 @@ def main_gunicorn(args):
                     cursor.execute("VACUUM ANALYZE")
                 connection.close()  # no connection shared with the forked senders
                 share = lambda work: [work[i::senders] for i in range(senders)]  # noqa: E731
+                children = resource.getrusage(resource.RUSAGE_CHILDREN)
                 floor_s = concurrently(floor_sender, [(args.database_url, part) for part in share(floor_work)])
+                after_floor = resource.getrusage(resource.RUSAGE_CHILDREN)
+                workers, backends = server_pids(server)
+                before = (cpu_seconds(workers), cpu_seconds(backends))
                 endpoint_s = concurrently(http_sender, [(args.port, part) for part in share(requests)])
+                after_endpoint = resource.getrusage(resource.RUSAGE_CHILDREN)
+                http_s = concurrently(http_sender, [(args.port + 1, part) for part in share(requests)])
+                cpu = cpus.setdefault(senders, [0.0, 0.0, 0.0, 0.0])
+                cpu[0] += after_floor.ru_utime + after_floor.ru_stime - children.ru_utime - children.ru_stime
+                cpu[1] += cpu_seconds(workers) - before[0]
+                cpu[2] += cpu_seconds(backends) - before[1]
+                cpu[3] += (after_endpoint.ru_utime + after_endpoint.ru_stime
+                           - after_floor.ru_utime - after_floor.ru_stime)
                 check_applied(endpoint_pairs)
-                rounds.append((floor_s, endpoint_s))
+                rounds.append((floor_s, endpoint_s, http_s))
                 print(f"{senders} sender(s), round {r + 1}: floor {args.events / floor_s:,.0f}/s, "
-                      f"endpoint {args.events / endpoint_s:,.0f}/s", flush=True)
-            results[senders] = (statistics.median(f for f, _ in rounds), statistics.median(e for _, e in rounds))
+                      f"endpoint {args.events / endpoint_s:,.0f}/s, HTTP alone {args.events / http_s:,.0f}/s", flush=True)
+            results[senders] = tuple(statistics.median(times) for times in zip(*rounds))
     finally:
-        server.terminate()
-        server.wait()
+        for process in (server, trivial):
+            process.terminate()
+            process.wait()
     print()
-    print(f"gunicorn {args.workers} sync workers, production settings (DEBUG off), prepare_threshold "
+    print(f"gunicorn {args.workers} sync workers, {'plain Django WSGI' if args.plain_django else 'refunds_project.wsgi (intake)'}, "
+          f"production settings (DEBUG off), prepare_threshold "
           f"{args.prepare_threshold or 'default (5)'}, PostgreSQL {connection.pg_version}; "
           f"{args.events:,} events x {args.rounds} rounds per row, median")
-    print(f"{'senders':>7} | {'floor ev/s':>10} | {'endpoint ev/s':>13} | {'ratio':>5}")
-    for senders, (floor_s, endpoint_s) in results.items():
+    print(f"{'senders':>7} | {'floor ev/s':>10} | {'endpoint ev/s':>13} | {'ratio':>5} | {'HTTP alone ev/s':>15}")
+    for senders, (floor_s, endpoint_s, http_s) in results.items():
         floor_rate, endpoint_rate = args.events / floor_s, args.events / endpoint_s
-        print(f"{senders:7} | {floor_rate:10,.0f} | {endpoint_rate:13,.0f} | {endpoint_rate / floor_rate:5.2f}")
-    met = all(floor_s / endpoint_s >= 0.5 for floor_s, endpoint_s in results.values())
+        print(f"{senders:7} | {floor_rate:10,.0f} | {endpoint_rate:13,.0f} | {endpoint_rate / floor_rate:5.2f} | "
+              f"{args.events / http_s:15,.0f}")
+    print("CPU per event, ms (all rounds): floor senders (psycopg) | endpoint: gunicorn, PostgreSQL (all its processes), senders")
+    for senders, cpu in cpus.items():
+        per_event = [1000 * seconds / (args.events * args.rounds) for seconds in cpu]
+        print(f"{senders:7} | {per_event[0]:5.2f} | {per_event[1]:5.2f}, {per_event[2]:5.2f}, {per_event[3]:5.2f}")
+    met = all(floor_s / endpoint_s >= 0.5 for floor_s, endpoint_s, _ in results.values())
     print(f"goal: endpoint >= 0.50 x floor at every concurrency: {'met' if met else 'NOT met'}")
 
 

@@ -214,7 +214,11 @@ def construct_event(payload: bytes, signature_header: str, secret: str, toleranc
     if tolerance and timestamp > time.time() + tolerance:
         raise InvalidSignature(f"Timestamp in the future, outside the tolerance zone ({timestamp})")
     try:
-        event = json.loads(payload)
+        # UTF-8 text only (RFC 8259 §8.1), with no NaN or Infinity (not JSON, and no jsonb holds
+        # them): json.loads would also read UTF-16, UTF-32, a byte order mark and those constants.
+        event = json.loads(payload.decode("utf-8"), parse_constant=_not_json)
+    except UnicodeDecodeError as error:
+        raise ValueError("body is not UTF-8") from error
     except ValueError as error:
         raise ValueError(f"body is not JSON: {error}") from error
     except RecursionError as error:
@@ -228,14 +232,18 @@ def construct_event(payload: bytes, signature_header: str, secret: str, toleranc
     return event
 
 
+def _not_json(constant: str):
+    raise ValueError(f"{constant} is not a JSON value")
+
+
 # Stripe's events nest about eight levels (event → data → object → refunds → data → refund →
 # metadata); anything much deeper is no Stripe event, and would strain the JSON column.
 MAX_NESTING = 32
 
 
 # How a text PostgreSQL's jsonb cannot hold gets into a parsed body: the escapes of U+0000 and
-# of a UTF-16 surrogate, or a body in UTF-16 or UTF-32 (json.loads reads those; their ASCII
-# characters hold NUL bytes). A body with none of these has only texts jsonb can hold.
+# of a UTF-16 surrogate (a NUL byte is no valid JSON outside a text, and inside one json.loads
+# refuses it; looked for all the same). A body with none of these has only texts jsonb can hold.
 _SUSPECT_TEXT = re.compile(rb"\x00|\\u0000|\\u[dD][89a-fA-F]")
 
 

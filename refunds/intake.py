@@ -14,7 +14,9 @@ included, goes to Django as before.
 
 What the webhook gives up is what it does not use: sessions, CSRF (the view is exempt),
 authentication, locale, messages, clickjacking headers, and the host project's own middleware,
-which does not see webhook deliveries on this path. What it keeps: Django's
+which does not see webhook deliveries on this path. A delivery Django's middleware would refuse
+(a Host not in ALLOWED_HOSTS, plain HTTP under SECURE_SSL_REDIRECT) is left to Django, which
+refuses it as before. What it keeps: Django's
 `request_started` and `request_finished` signals (which close stale database connections and
 reset the query log), `got_request_exception` for an error of ours (error reporters listen to
 it), and the same answers, logs, limits and rules (DESIGN.md §3 and §10). Without the wrapper
@@ -27,7 +29,10 @@ import json
 import logging
 from http import HTTPStatus
 
+from django.conf import settings
 from django.core import signals
+from django.core.exceptions import DisallowedHost
+from django.core.handlers.wsgi import WSGIRequest
 from django.urls import reverse
 
 from . import views
@@ -47,23 +52,34 @@ def with_webhook_intake(application, *, path: str | None = None):
     def intake(environ, start_response):
         if environ.get("REQUEST_METHOD") != "POST" or environ.get("PATH_INFO") != path:
             return application(environ, start_response)
-        return deliver(environ, start_response)
+        request = WSGIRequest(environ)
+        if not _let_through(request):
+            return application(environ, start_response)  # Django answers: 400, or the redirect to https
+        return deliver(request, start_response)
 
     intake.webhook_path = path
     return intake
 
 
-def deliver(environ, start_response) -> list[bytes]:
+def _let_through(request: WSGIRequest) -> bool:
+    """What Django's middleware would refuse before the view is left to Django: a Host not in
+    ALLOWED_HOSTS (400), and plain HTTP under SECURE_SSL_REDIRECT (the redirect to https)."""
+    try:
+        request.get_host()
+    except (DisallowedHost, KeyError):
+        return False
+    return not (settings.SECURE_SSL_REDIRECT and not request.is_secure())
+
+
+def deliver(request: WSGIRequest, start_response) -> list[bytes]:
     """Answer one delivery as the Django view would."""
+    environ = request.META
     signals.request_started.send(sender=WebhookIntake, environ=environ)
     finished = _Finished([])
     try:
-        stream = environ["wsgi.input"]
-        declared = environ.get("CONTENT_LENGTH")
-        bound = _length(declared)  # as Django's LimitedStream: never past the declared length
         answer = views.answer_delivery(
-            read=lambda size: stream.read(min(size, bound)) if bound else b"",
-            declared_length=declared,
+            read=request.read,  # Django's LimitedStream: never past the declared length
+            declared_length=environ.get("CONTENT_LENGTH"),
             signature=environ.get("HTTP_STRIPE_SIGNATURE", ""),
             remote=environ.get("REMOTE_ADDR", "?"),
         )
@@ -79,13 +95,6 @@ def deliver(environ, start_response) -> list[bytes]:
     )
     finished.append(body)
     return finished
-
-
-def _length(declared) -> int:
-    try:
-        return max(int(declared or 0), 0)
-    except ValueError:
-        return 0
 
 
 class _Finished(list):

@@ -120,6 +120,10 @@ if DATABASES["default"]["ENGINE"].endswith("postgresql"):
     # unprepared, 0.4 ms prepared).
     _prepare = env.str("DATABASE_PREPARE_THRESHOLD", default="5").strip().lower()
     if _prepare not in ("off", "none", ""):
+        if not _prepare.isdigit():
+            raise ImproperlyConfigured(
+                f"DATABASE_PREPARE_THRESHOLD must be a whole number of runs or 'off', not {_prepare!r}"
+            )
         DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = int(_prepare)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # A file, not ":memory:", so a Celery worker started by a test sees the test database.

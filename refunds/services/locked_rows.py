@@ -102,10 +102,13 @@ def _joined(held: list) -> list:
     statements, group, tables = [], [], set()
     for sql, params in held:
         target = _TARGET.match(sql)
-        table = target.group(1).strip('"') if target else None
+        table = target.group(1).replace('"', "").lower().rsplit(".", 1)[-1] if target else None
         if group and (table is None or table in tables):
             statements.append(_with(group))
             group, tables = [], set()
+        if table is None:  # not a plain UPDATE or INSERT: alone
+            statements.append((sql, params))
+            continue
         group.append((sql, params))
         tables.add(table)
     if group:

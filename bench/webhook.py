@@ -25,7 +25,7 @@ bare with psycopg in one transaction per event — insert the event, lock and up
 update the item, insert the audit row. Also timed, with the same requests: "HTTP alone", a
 gunicorn of the same workers serving bench/trivial_wsgi.py (read the body, answer 200), the
 part of a delivery that is neither Django nor the database; and the CPU each side spends per
-event (gunicorn's processes, PostgreSQL's, the senders').
+event (gunicorn's processes, the PostgreSQL backends serving its workers, the senders).
 
     .venv/bin/python bench/webhook.py --gunicorn --events 1000 --rounds 3 --senders 1,4
     ... --plain-django               # Django's own WSGI app, without the intake (bench/plain_wsgi.py)
@@ -269,22 +269,24 @@ def cpu_seconds(pids) -> float:
     return total / ticks
 
 
-def server_pids(server) -> list[int]:
-    """gunicorn's arbiter and workers, and the PostgreSQL backends serving them (by the time the
-    senders start, the workers' persistent connections are the only other backends)."""
-    children, backends = [server.pid], []
+def server_pids(server, database_url: str) -> tuple[list[int], list[int]]:
+    """gunicorn's arbiter and workers, and the PostgreSQL backends serving them: by the time the
+    senders start, the workers' persistent connections are the database's only clients."""
+    import psycopg
+
+    children = [server.pid]
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
         try:
             with open(f"/proc/{entry}/stat") as stat:
-                name, rest = stat.read().split(" (", 1)[1].rsplit(")", 1)
-        except OSError:
+                if int(stat.read().rsplit(")", 1)[1].split()[1]) == server.pid:
+                    children.append(int(entry))
+        except (OSError, ValueError):
             continue
-        if int(rest.split()[1]) == server.pid:
-            children.append(int(entry))
-        elif name == "postgres":
-            backends.append(int(entry))
+    with psycopg.connect(database_url) as conn:
+        backends = [pid for (pid,) in conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+            "AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
+        )]
     return children, backends
 
 
@@ -369,7 +371,7 @@ def main_gunicorn(args):
                 children = resource.getrusage(resource.RUSAGE_CHILDREN)
                 floor_s = concurrently(floor_sender, [(args.database_url, part) for part in share(floor_work)])
                 after_floor = resource.getrusage(resource.RUSAGE_CHILDREN)
-                workers, backends = server_pids(server)
+                workers, backends = server_pids(server, args.database_url)
                 before = (cpu_seconds(workers), cpu_seconds(backends))
                 endpoint_s = concurrently(http_sender, [(args.port, part) for part in share(requests)])
                 after_endpoint = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -399,7 +401,7 @@ def main_gunicorn(args):
         floor_rate, endpoint_rate = args.events / floor_s, args.events / endpoint_s
         print(f"{senders:7} | {floor_rate:10,.0f} | {endpoint_rate:13,.0f} | {endpoint_rate / floor_rate:5.2f} | "
               f"{args.events / http_s:15,.0f}")
-    print("CPU per event, ms (all rounds): floor senders (psycopg) | endpoint: gunicorn, PostgreSQL (all its processes), senders")
+    print("CPU per event, ms (all rounds): floor senders (psycopg) | endpoint: gunicorn, its PostgreSQL backends, senders")
     for senders, cpu in cpus.items():
         per_event = [1000 * seconds / (args.events * args.rounds) for seconds in cpu]
         print(f"{senders:7} | {per_event[0]:5.2f} | {per_event[1]:5.2f}, {per_event[2]:5.2f}, {per_event[3]:5.2f}")

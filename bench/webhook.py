@@ -163,7 +163,7 @@ def run_service_only(pairs, tag: str) -> float:
 
     answers = [
         StripeRefund(id=refund.stripe_refund_id, status="succeeded", amount=1000, currency="eur",
-                     payment_intent=None, created=timezone.now())
+                     payment_intent=refund.order.stripe_payment_intent_id, created=timezone.now())
         for refund, _ in pairs
     ]
     started = time.perf_counter()

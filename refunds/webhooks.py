@@ -114,7 +114,7 @@ def receive_event(payload: dict, body: bytes | None = None) -> Receipt:
     # refund and its items in one query (services.locked_rows); the event row is linked to the
     # refund known by the Stripe id in the same INSERT. On PostgreSQL the writes that follow
     # (refund, items, audit rows) go out as one statement before the COMMIT
-    # (locked_rows.batched_transaction): five round trips where the bare writes take seven.
+    # (locked_rows.batched_transaction): four round trips where the bare writes take seven.
     single = stripe_refunds[0]["id"] if len(stripe_refunds) == 1 else None
     try:
         with locked_rows.batched_transaction():

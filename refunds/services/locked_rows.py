@@ -11,11 +11,12 @@ the rows of a `SELECT … FOR NO KEY UPDATE` as it returns them, after sorting, 
 locked with the first row, then the items by primary key. The order is not locked: a Back
 Office refund's status moves its items, not its order (stripe_view.apply_refund_status).
 
-Round trips, on PostgreSQL: five per event (BEGIN, the event's INSERT, the lock query, the
-writes, COMMIT), where the same writes made one at a time take seven: `batched_transaction`
-holds back the writes whose result nobody reads (`write`: the refund's view, the items'
-state, the audit rows) and sends them as one statement before the COMMIT. Elsewhere (SQLite)
-each statement runs when it is made.
+Round trips, on PostgreSQL: four per event (BEGIN, the event's INSERT with the lock query,
+the writes, COMMIT), where the same writes made one at a time take seven: `insert_and_lock`
+runs the INSERT in a WITH of the lock query, and `batched_transaction` holds back the writes
+whose result nobody reads (`write`: the refund's view, the items' state, the audit rows) and
+sends them as one statement before the COMMIT. Elsewhere (SQLite) each statement runs when it
+is made.
 """
 
 from __future__ import annotations

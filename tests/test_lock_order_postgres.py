@@ -20,7 +20,7 @@ from refunds.gateway import StripeRefund
 from refunds.models import ItemState, OrderItem, Refund, RefundStatus
 from refunds.services import Actor, locked_rows, stripe_view
 
-from .concurrency import HeldCall, Outcome, lock_waiters, run_in_threads
+from .concurrency import HeldCall, Outcome, lock_waiters, run_in_threads, run_overlapping
 from .conftest import skip_unless_postgres
 from .factories import paid_order_with_items
 from .stripe_payloads import deliver, event, refund_object_for
@@ -174,3 +174,46 @@ def test_a_webhook_locking_refund_and_items_at_once_makes_confirm_wait_then_both
         ItemState.PAYMENT_REFUND_FAILED
     }
     assert Refund.objects.get(pk=scenario.a.pk).status == RefundStatus.FAILED
+
+
+@pytest.mark.parametrize("path", ["hot path", "general path"])
+def test_a_late_success_waiting_for_items_a_newer_refund_took_sees_the_newer_refund(
+    back_office_user, fake_stripe, monkeypatch, path,
+):
+    """Refund A failed and its items are being refunded again (B) when Stripe says A succeeded
+    after all. The webhook waits for the items B holds; when B commits, PostgreSQL hands the
+    webhook the items as B left them, but a subquery in the same statement still sees the links
+    as they were before B: A would look like the items' latest refund and move them. The latest
+    refund is read again once the items are locked, so nothing moves and the possible double
+    refund is flagged."""
+    from refunds.models import AttentionCase, AttentionKind
+    from refunds.services import refund_requests
+
+    if path == "general path":
+        insert_and_lock = locked_rows.insert_and_lock
+        monkeypatch.setattr(
+            locked_rows, "insert_and_lock",
+            lambda sql, params, stripe_refund_id, **found: insert_and_lock(sql, params, None, **found),
+        )
+    order = paid_order_with_items(1000, 2000)
+    items = list(order.items.order_by("pk"))
+    a = submitted_refund(items, back_office_user, stripe_refund_id="re_late_a", status=RefundStatus.FAILED)
+    OrderItem.objects.filter(pk__in=[i.pk for i in items]).update(state=ItemState.PAYMENT_REFUND_FAILED)
+    held = HeldCall(refund_requests.submit_after_commit)  # B's items moved and linked, not committed
+    monkeypatch.setattr(refund_requests, "submit_after_commit", held)
+
+    def late_success():
+        return deliver(Client(), event("refund.updated", refund_object_for(a, status="succeeded"))).status_code
+
+    b_outcome, webhook = run_overlapping(
+        lambda: services.request_refund(items=items, user=back_office_user), late_success, held=held
+    )
+
+    assert webhook == 200
+    [b] = b_outcome
+    assert set(OrderItem.objects.filter(pk__in=[i.pk for i in items]).values_list("state", flat=True)) == {
+        ItemState.PAYMENT_REFUND_PENDING  # B's, untouched by A's word
+    }
+    a.refresh_from_db()
+    assert a.status == RefundStatus.SUCCEEDED and f"#{b.pk}" in a.warning
+    assert AttentionCase.objects.filter(kind=AttentionKind.POSSIBLE_DOUBLE_REFUND, refund=a).count() == 1

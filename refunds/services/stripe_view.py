@@ -257,6 +257,14 @@ def apply_refund_status(
                 .annotate(latest_refund_id=selectors.latest_refund_of_item())
                 .order_by("pk")
             )
+        if previous in (RefundStatus.FAILED, RefundStatus.CANCELED) and items:
+            # A failed refund's items may have been refunded again by a newer refund that held
+            # their locks while we waited for them. The lock query gives each item's latest
+            # refund as of its start: PostgreSQL re-reads a row it waited to lock, not the
+            # subquery beside it. Read it again, now that the items are ours.
+            latest = selectors.latest_refund_ids([item.pk for item in items])
+            for item in items:
+                item.latest_refund_id = latest.get(item.pk)
         if newly_succeeded:
             _check_superseded_success(refund, items)
         _save_view(refund)

@@ -1,6 +1,7 @@
 """Health: the database, the broker and the beat schedule, as `/health/` and
 `manage.py health_check health --no-http` (django-health-check with our broker and beat checks)."""
 
+import asyncio
 import datetime as dt
 import os
 import subprocess
@@ -8,7 +9,9 @@ import sys
 
 import pytest
 import time_machine
+from asgiref.sync import sync_to_async
 from django.core.management import call_command
+from django.db import connections
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 from health_check.exceptions import ServiceUnavailable
@@ -50,6 +53,11 @@ def run_health_command(capsys) -> tuple[int, str]:
         code = 0
     except SystemExit as exited:
         code = exited.code
+    finally:
+        # The command runs its checks under asyncio; BeatSchedule's query runs on asgiref's
+        # shared thread, whose connection would outlive the test (a process of its own, as cron
+        # runs it, ends with it). Left open, it keeps the test database from being dropped.
+        asyncio.run(sync_to_async(connections.close_all)())
     return code, capsys.readouterr().out
 
 

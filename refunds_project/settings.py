@@ -116,8 +116,8 @@ if DATABASES["default"]["ENGINE"].endswith("postgresql"):
     # once for it, not at every run (psycopg's own default, 5). Django leaves them off, for
     # transaction-mode connection poolers (PgBouncer before 1.21, or without
     # max_prepared_statements): set DATABASE_PREPARE_THRESHOLD=off behind one. Planning is most
-    # of the database's work for a webhook event (bench/webhook.py: 3.9 ms of CPU per event
-    # unprepared, 0.4 ms prepared).
+    # of the database's work for a webhook event (bench/webhook.py --gunicorn: 3.4–4.0 ms of
+    # backend CPU per event unprepared, 1.2–1.9 ms prepared).
     _prepare = env.str("DATABASE_PREPARE_THRESHOLD", default="5").strip().lower()
     if _prepare not in ("off", "none", ""):
         if not _prepare.isdigit():

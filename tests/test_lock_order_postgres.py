@@ -87,6 +87,17 @@ class Scenario:
         return services.request_refund(items=[self.order.items.order_by("pk").last()], user=self.user)
 
 
+def take_the_general_path(monkeypatch) -> None:
+    """Webhooks skip the hot path (services.locked_rows): the event is inserted without locking
+    its refund, which the general path ("Check status with Stripe", reconciliation, events about
+    refunds without items) then locks itself."""
+    insert_and_lock = locked_rows.insert_and_lock
+    monkeypatch.setattr(
+        locked_rows, "insert_and_lock",
+        lambda sql, params, stripe_refund_id, **found: insert_and_lock(sql, params, None, **found),
+    )
+
+
 PAIRS = [
     ("confirm", "webhook_a"),
     ("confirm", "sync"),
@@ -119,11 +130,7 @@ def test_confirm_refund_now_does_not_wait_for_a_webhook_holding_the_refund(back_
     The webhook's own fast path (services.locked_rows) locks the refund and its items in one
     statement, so this interleaving is forced on the general path, which "Check status with
     Stripe", reconciliation and events about refunds without items still take."""
-    insert_and_lock = locked_rows.insert_and_lock
-    monkeypatch.setattr(
-        locked_rows, "insert_and_lock",
-        lambda sql, params, stripe_refund_id, **found: insert_and_lock(sql, params, None, **found),
-    )
+    take_the_general_path(monkeypatch)
     scenario = Scenario(back_office_user, fake_stripe, 0)
     held = HeldCall(stripe_view.apply_refund_status)  # called with the refund locked, before the items
     monkeypatch.setattr(stripe_view, "apply_refund_status", held)
@@ -190,11 +197,7 @@ def test_a_late_success_waiting_for_items_a_newer_refund_took_sees_the_newer_ref
     from refunds.services import refund_requests
 
     if path == "general path":
-        insert_and_lock = locked_rows.insert_and_lock
-        monkeypatch.setattr(
-            locked_rows, "insert_and_lock",
-            lambda sql, params, stripe_refund_id, **found: insert_and_lock(sql, params, None, **found),
-        )
+        take_the_general_path(monkeypatch)
     order = paid_order_with_items(1000, 2000)
     items = list(order.items.order_by("pk"))
     a = submitted_refund(items, back_office_user, stripe_refund_id="re_late_a", status=RefundStatus.FAILED)

@@ -191,34 +191,52 @@ def _converters(*models) -> list[tuple[int, list, object]]:
     return out
 
 
+@dataclass(frozen=True)
+class _LockQuery:
+    """The lock query, and how to read its rows back into models."""
+
+    columns: str  # the select list: refund, order, item, each item's latest refund
+    tables: str  # FROM … to the end: joins, WHERE, ORDER BY, the lock
+    refund_names: list[str]
+    order_names: list[str]
+    item_names: list[str]
+    converters: list
+
+    @property
+    def sql(self) -> str:
+        return f"SELECT {self.columns} FROM {self.tables}"
+
+
 @cache
-def _query() -> tuple:
+def _query() -> _LockQuery:
     quote = connection.ops.quote_name
     refund_names, refund_sql = _columns(Refund, "r")
     order_names, order_sql = _columns(Order, "o")
     item_names, item_sql = _columns(OrderItem, "i")
     links = quote(RefundItem._meta.db_table)
     lock = " FOR NO KEY UPDATE OF r, i" if connection.features.has_select_for_update_of else ""
-    columns = (
-        f"{refund_sql}, {order_sql}, {item_sql}, "
-        f"(SELECT MAX(l2.refund_id) FROM {links} l2 WHERE l2.orderitem_id = i.id)"
+    return _LockQuery(
+        columns=(
+            f"{refund_sql}, {order_sql}, {item_sql}, "
+            f"(SELECT MAX(l2.refund_id) FROM {links} l2 WHERE l2.orderitem_id = i.id)"
+        ),
+        tables=(
+            f"{quote(Refund._meta.db_table)} r "
+            f"JOIN {quote(Order._meta.db_table)} o ON o.id = r.order_id "
+            f"JOIN {links} l ON l.refund_id = r.id "
+            f"JOIN {quote(OrderItem._meta.db_table)} i ON i.id = l.orderitem_id "
+            f"WHERE r.stripe_refund_id = %s ORDER BY i.id{lock}"
+        ),
+        refund_names=refund_names, order_names=order_names, item_names=item_names,
+        converters=_converters(Refund, Order, OrderItem),
     )
-    tables = (
-        f"{quote(Refund._meta.db_table)} r "
-        f"JOIN {quote(Order._meta.db_table)} o ON o.id = r.order_id "
-        f"JOIN {links} l ON l.refund_id = r.id "
-        f"JOIN {quote(OrderItem._meta.db_table)} i ON i.id = l.orderitem_id "
-        f"WHERE r.stripe_refund_id = %s ORDER BY i.id{lock}"
-    )
-    return f"SELECT {columns} FROM {tables}", refund_names, order_names, item_names, _converters(Refund, Order, OrderItem), columns, tables
 
 
 def refund_with_items(stripe_refund_id: str) -> LockedRefund | None:
     """Our refund known by this Stripe id, with its order and its items, locked; None if there
     is no such refund or it has no items (an amount or Dashboard refund: the general path)."""
-    sql = _query()[0]
     with prepared_cursor() as cursor:
-        cursor.execute(sql, [stripe_refund_id])
+        cursor.execute(_query().sql, [stripe_refund_id])
         return _locked(cursor.fetchall())
 
 
@@ -236,7 +254,7 @@ def insert_and_lock(insert_sql: str, insert_params: list, stripe_refund_id: str 
             row = cursor.fetchone()
             if stripe_refund_id is None:
                 return row, None
-            cursor.execute(_query()[0], [stripe_refund_id])
+            cursor.execute(_query().sql, [stripe_refund_id])
             return row, _locked(cursor.fetchall())
         cursor.execute(_inserting_query(insert_sql), [*insert_params, stripe_refund_id])
         rows = cursor.fetchall()
@@ -249,15 +267,16 @@ def insert_and_lock(insert_sql: str, insert_params: list, stripe_refund_id: str 
 @cache
 def _inserting_query(insert_sql: str) -> str:
     """The lock query with an INSERT … RETURNING (two columns) before it, in one statement."""
-    columns, tables = _query()[5:]
-    return f"WITH inserted AS ({insert_sql}) SELECT inserted.*, {columns} FROM inserted, {tables}"
+    query = _query()
+    return f"WITH inserted AS ({insert_sql}) SELECT inserted.*, {query.columns} FROM inserted, {query.tables}"
 
 
 def _locked(rows) -> LockedRefund | None:
     if not rows:
         return None
-    _, refund_names, order_names, item_names, converters = _query()[:5]
-    rows = [_converted(row, converters) for row in rows]
+    query = _query()
+    refund_names, order_names, item_names = query.refund_names, query.order_names, query.item_names
+    rows = [_converted(row, query.converters) for row in rows]
     db = connection.alias
     first = rows[0]
     refund_end, order_end = len(refund_names), len(refund_names) + len(order_names)

@@ -195,7 +195,7 @@ def _stripe_view_fields() -> list:
 @functools.cache
 def _save_view_sql() -> str:
     quote = connection.ops.quote_name
-    columns = ", ".join(f"{quote(Refund._meta.get_field(name).column)} = %s" for name in STRIPE_VIEW_FIELDS)
+    columns = ", ".join(f"{quote(field.column)} = %s" for field in _stripe_view_fields())
     return f"UPDATE {quote(Refund._meta.db_table)} SET {columns} WHERE {quote(Refund._meta.pk.column)} = %s"
 
 
